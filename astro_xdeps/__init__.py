@@ -1,0 +1,3 @@
+"""astro-xdeps: dependable dependencies between Airflow deployments."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""``astro-xdeps``: the operator's command line.
+
+Every command that talks to a deployment takes ``--conn-id`` (default ``xdeps_default``,
+then ``DEPLOYMENT_URL``/``API_TOKEN``). Exit codes: 0 success, 1 the check or action
+failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from astro_xdeps import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add_conn_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--conn-id",
+        default="xdeps_default",
+        help="Airflow connection of the target deployment (default: xdeps_default, "
+        "else the DEPLOYMENT_URL and API_TOKEN environment variables)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="astro-xdeps", description="Dependable dependencies between Airflow deployments."
+    )
+    parser.add_argument("--version", action="version", version=f"astro-xdeps {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each HTTP retry and step")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    doctor = sub.add_parser("doctor", help="check that a target deployment is reachable and usable")
+    _add_conn_id(doctor)
+    doctor.add_argument(
+        "--asset", action="append", default=[], metavar="URI", help="check the asset exists there"
+    )
+    doctor.add_argument(
+        "--dag", action="append", default=[], metavar="DAG_ID", help="check the DAG exists, unpaused"
+    )
+
+    emit = sub.add_parser("emit", help="create one asset event in the target deployment now")
+    _add_conn_id(emit)
+    emit.add_argument("uri", help="the asset's uri in the target deployment")
+    emit.add_argument("--extra", default="{}", metavar="JSON", help="JSON object stored as the event's extra")
+    emit.add_argument("--partition-key", default=None, help="partition key (Airflow 3.2+ targets)")
+    emit.add_argument(
+        "--event-id",
+        default=None,
+        help="stable id for this event (default: a new UUID); a retried emit with the same id "
+        "is not created twice after an ambiguous failure",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "doctor":
+        from astro_xdeps.cli.doctor import run_doctor
+
+        return run_doctor(args.conn_id, assets=args.asset, dags=args.dag)
+    if args.command == "emit":
+        from astro_xdeps.cli.emit import run_emit
+
+        return run_emit(
+            args.conn_id,
+            args.uri,
+            extra_json=args.extra,
+            partition_key=args.partition_key,
+            event_id=args.event_id,
+        )
+    parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

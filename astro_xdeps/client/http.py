@@ -1,0 +1,297 @@
+"""The HTTP edge: one keep-alive session per deployment, auth, retries, error classification.
+
+Retry policy (the only one in the package):
+- retried: connection errors, timeouts, 429 and 5xx, with exponential backoff and jitter,
+  waiting at least what ``Retry-After`` asks for;
+- never retried: any other 4xx — the request is wrong and sending it again changes nothing.
+Requests that are not safe to repeat (creating an asset event has no idempotency key) are
+retried only on failures where the server cannot have acted: connection refused, 429, 502, 503.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from astro_xdeps import __version__
+from astro_xdeps.client.config import DeploymentConfig
+from astro_xdeps.exceptions import (
+    AuthError,
+    DeploymentError,
+    NotFoundError,
+    RequestRejected,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+RetryMode = Literal["all", "unsent", "none"]
+MAX_RETRY_AFTER_SECONDS = 120.0
+# Statuses that a gateway or the server sends before the application acted on the request.
+_UNSENT_STATUSES = {429, 502, 503}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret in ``text`` with ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return max(0.0, min(seconds, MAX_RETRY_AFTER_SECONDS))
+
+
+def error_for_response(
+    response: requests.Response, *, deployment: str, call: str, secrets=()
+) -> DeploymentError:
+    """Map an unsuccessful response to the exception class that says what to do about it."""
+    status = response.status_code
+    body = scrub(response.text or "", secrets).strip().replace("\n", " ")
+    kw: dict[str, Any] = {"deployment": deployment, "call": call, "status": status, "body": body}
+    if status == 401:
+        return AuthError(
+            "The deployment did not accept our credentials",
+            hint="check the API token (or login/password) in the connection or API_TOKEN; "
+            "a JWT from another deployment or an expired token gives 401",
+            **kw,
+        )
+    if status == 403:
+        return AuthError(
+            "The credentials are valid but not allowed to do this",
+            hint="use a token with permission for this deployment (Astro: a Deployment API token "
+            "of this deployment, role that can create asset events and DAG runs)",
+            **kw,
+        )
+    if status == 404:
+        return NotFoundError("Not found in the deployment", **kw)
+    if status == 429 or status >= 500:
+        return TransientError(
+            "The deployment is overloaded or failing",
+            ambiguous=status not in _UNSENT_STATUSES,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            hint="it is retried automatically; if it persists, check the deployment's api-server health",
+            **kw,
+        )
+    return RequestRejected("The deployment rejected the request", **kw)
+
+
+def _is_retryable(mode: RetryMode) -> Callable[[BaseException], bool]:
+    def check(exc: BaseException) -> bool:
+        if not isinstance(exc, TransientError) or mode == "none":
+            return False
+        return mode == "all" or not exc.ambiguous
+
+    return check
+
+
+def _wait_with_retry_after(backoff: wait_exponential_jitter) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        base = backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(base, retry_after) if retry_after else base
+
+    return wait
+
+
+class Transport:
+    """Sends requests to one deployment. Knows its base URL, auth and timeouts, nothing about the API."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        session: requests.Session | None = None,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = f"astro-xdeps/{__version__}"
+        self.session.verify = config.verify
+        self._backoff = wait_exponential_jitter(
+            initial=backoff_initial, max=backoff_max, jitter=backoff_initial
+        )
+        self._jwt: str | None = None
+        self.api_version: str | None = None if config.api_version == "auto" else config.api_version
+
+    # -- auth ---------------------------------------------------------------------------------
+    @property
+    def auth_mode(self) -> str:
+        """The auth actually used: the configured one, or what ``auto`` means for this server."""
+        cfg = self.config
+        if cfg.auth_type != "auto":
+            return cfg.auth_type
+        if cfg.token:
+            return "token"
+        if cfg.username and cfg.password:
+            return "basic" if self.api_version == "v1" else "jwt"
+        return "none"
+
+    def _auth_headers(self) -> dict[str, str]:
+        mode = self.auth_mode
+        if mode == "token":
+            return {"Authorization": f"Bearer {self.config.token}"}
+        if mode == "jwt":
+            return {"Authorization": f"Bearer {self._jwt or self._login()}"}
+        if mode == "basic":
+            pair = f"{self.config.username}:{self.config.password}".encode()
+            return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
+        return {}
+
+    def _login(self) -> str:
+        """Exchange login and password for a JWT at ``/auth/token`` (OSS Airflow 3)."""
+        url = f"{self.config.base_url}/auth/token"
+        call = "POST /auth/token"
+        try:
+            response = self.session.post(
+                url,
+                json={"username": self.config.username, "password": self.config.password},
+                timeout=self.config.timeouts.as_requests(),
+                verify=self.config.verify,
+            )
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, call, sent=False) from exc
+        if response.status_code not in (200, 201):
+            # Never echo the login response: on some servers it repeats what was sent.
+            err = error_for_response(
+                response, deployment=self.config.name, call=call, secrets=self.config.secrets
+            )
+            if isinstance(err, (AuthError, RequestRejected)):
+                raise AuthError(
+                    "Logging in failed",
+                    deployment=self.config.name,
+                    call=call,
+                    status=response.status_code,
+                    hint="check the connection's login and password; with an Astro or other static "
+                    "token, leave Login empty and put the token in Password",
+                ) from None
+            raise err
+        try:
+            token = response.json()["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise AuthError(
+                "Logging in returned no access_token",
+                deployment=self.config.name,
+                call=call,
+                status=response.status_code,
+                hint="is this URL an Airflow 3 api-server? For Airflow 2 set auth_type 'basic'",
+            ) from None
+        self._jwt = token
+        return token
+
+    # -- requests -----------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.config.base_url}{path}"
+
+    def _transport_error(self, exc: requests.RequestException, call: str, *, sent: bool) -> TransientError:
+        # A connect error or connect timeout means the server never saw the request.
+        unsent = isinstance(exc, requests.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError) and "Connection aborted" not in str(exc)
+        )
+        kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+        return TransientError(
+            f"The deployment {kind} ({type(exc).__name__})",
+            ambiguous=sent and not unsent,
+            deployment=self.config.name,
+            call=call,
+            hint=f"check that {self.config.base_url} is up and reachable from here",
+        )
+
+    def _send_once(
+        self, method: str, path: str, call: str, *, auth: bool, **kwargs: Any
+    ) -> requests.Response:
+        headers = self._auth_headers() if auth else {}
+        # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify.
+        kwargs.setdefault("verify", self.config.verify)
+        try:
+            response = self.session.request(
+                method, self.url(path), headers=headers, timeout=self.config.timeouts.as_requests(), **kwargs
+            )
+        except requests.RequestException as exc:
+            raise self._transport_error(exc, call, sent=True) from exc
+        if response.status_code == 401 and auth and self.auth_mode == "jwt" and self._jwt:
+            # JWTs expire and have no refresh token: log in again once, then resend.
+            log.info("Token for %s was refused; logging in again", self.config.name)
+            self._jwt = None
+            headers = self._auth_headers()
+            try:
+                response = self.session.request(
+                    method,
+                    self.url(path),
+                    headers=headers,
+                    timeout=self.config.timeouts.as_requests(),
+                    **kwargs,
+                )
+            except requests.RequestException as exc:
+                raise self._transport_error(exc, call, sent=True) from exc
+        return response
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200, 201),
+        passthrough: tuple[int, ...] = (),
+        retry: RetryMode = "all",
+        auth: bool = True,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send a request, retrying per ``retry``; return the response if its status is in
+        ``ok`` or ``passthrough``, else raise the matching :class:`DeploymentError`."""
+        call = f"{method} {path.split('?')[0]}"
+
+        def attempt() -> requests.Response:
+            response = self._send_once(method, path, call, auth=auth, **kwargs)
+            if response.status_code in ok or response.status_code in passthrough:
+                return response
+            raise error_for_response(
+                response, deployment=self.config.name, call=call, secrets=self.config.secrets
+            )
+
+        return self.retrying(retry, retries)(attempt)
+
+    def retrying(self, mode: RetryMode = "all", retries: int | None = None) -> Retrying:
+        """The retry loop every call goes through: backoff with jitter, ``Retry-After`` honoured."""
+        return Retrying(
+            stop=stop_after_attempt((self.config.retries if retries is None else retries) + 1),
+            wait=_wait_with_retry_after(self._backoff),
+            retry=retry_if_exception(_is_retryable(mode)),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "Retrying in %.1fs (attempt %d failed): %s",
+            state.next_action.sleep if state.next_action else 0.0,
+            state.attempt_number,
+            exc,
+        )
+
+    def close(self) -> None:
+        self.session.close()

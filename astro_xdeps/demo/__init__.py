@@ -1,0 +1,1 @@
+"""The one-command demo: real local Airflow deployments on loopback."""

@@ -1,0 +1,59 @@
+"""Provider metadata, found by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from astro_xdeps import __version__
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": [],
+    "relabeling": {
+        "host": "Deployment URL",
+        "schema": "Scheme (if URL has none)",
+        "login": "Username (OSS Airflow; empty for an API token)",
+        "password": "API token or password",
+    },
+    "placeholders": {
+        "host": "https://<org>.astronomer.run/<deployment-id>  or  http://localhost:8080",
+        "schema": "https",
+        "login": "leave empty for Astro / static tokens",
+        "password": "Deployment API token",
+        "extra": '{"api_version": "auto", "auth_type": "auto", "timeout": 30, "retries": 3}',
+    },
+}
+
+CONFIG: dict[str, Any] = {
+    "astro_xdeps": {
+        "description": "astro-xdeps: forwarding and triggers between Airflow deployments.",
+        "options": {
+            "conn_id": {
+                "description": "Connection of the deployment that events go to when no route says "
+                "otherwise. If it does not exist, DEPLOYMENT_URL and API_TOKEN are used.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "xdeps_downstream",
+                "default": "xdeps_default",
+            },
+        },
+    }
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "astro-xdeps",
+        "name": "astro-xdeps",
+        "description": "Dependable dependencies between Airflow deployments.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": "xdeps_deployment",
+                "hook-class-name": "astro_xdeps.hooks.deployment.DeploymentHook",
+                "hook-name": "Airflow Deployment (astro-xdeps)",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+        "config": CONFIG,
+        "plugins": [{"name": "astro_xdeps", "plugin-class": "astro_xdeps.plugins.xdeps.XdepsPlugin"}],
+    }

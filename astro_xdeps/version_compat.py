@@ -1,0 +1,31 @@
+"""Which Airflow is running, decided once; the rest of the package asks here."""
+
+from __future__ import annotations
+
+from airflow import __version__ as AIRFLOW_VERSION
+from packaging.version import Version
+
+_base = Version(Version(AIRFLOW_VERSION).base_version)
+
+AIRFLOW_V_3_0_PLUS = _base >= Version("3.0.0")
+AIRFLOW_V_3_1_PLUS = _base >= Version("3.1.0")
+AIRFLOW_V_3_2_PLUS = _base >= Version("3.2.0")
+
+if AIRFLOW_V_3_1_PLUS:
+    from airflow.sdk import BaseHook
+else:  # pragma: no cover - Airflow 2.x and 3.0
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+
+try:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:  # pragma: no cover - Airflow 2.x
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
+    "AirflowNotFoundException",
+    "BaseHook",
+]
