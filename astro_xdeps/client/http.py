@@ -201,6 +201,11 @@ class Transport:
         self._jwt = token
         return token
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The config's secrets plus the JWT from logging in: none may reach a message or log."""
+        return (*self.config.secrets, self._jwt) if self._jwt else self.config.secrets
+
     # -- requests -----------------------------------------------------------------------------
     def url(self, path: str) -> str:
         return f"{self.config.base_url}{path}"
@@ -268,9 +273,7 @@ class Transport:
             response = self._send_once(method, path, call, auth=auth, **kwargs)
             if response.status_code in ok or response.status_code in passthrough:
                 return response
-            raise error_for_response(
-                response, deployment=self.config.name, call=call, secrets=self.config.secrets
-            )
+            raise error_for_response(response, deployment=self.config.name, call=call, secrets=self.secrets)
 
         return self.retrying(retry, retries)(attempt)
 

@@ -1,0 +1,36 @@
+"""Fixtures shared by the unit tests: mocked HTTP and instant, recorded retry waits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import responses
+import tenacity.nap
+from responses.registries import OrderedRegistry
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make tenacity's backoff instant and record every wait it asked for, in seconds.
+
+    ``time.sleep`` is patched process-wide, so modules opt in (``pytestmark``) rather than
+    every unit test getting it.
+    """
+    waited: list[float] = []
+    monkeypatch.setattr(tenacity.nap.time, "sleep", waited.append)
+    return waited
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Mocked HTTP: a request nothing matches fails, and every registered response must be used."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def ordered() -> Iterator[responses.RequestsMock]:
+    """Like ``rsps``, but the registered responses answer strictly in order (retry sequences)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True, registry=OrderedRegistry) as mock:
+        yield mock
