@@ -23,21 +23,24 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
-CONFIG: dict[str, Any] = {
-    "astro_xdeps": {
-        "description": "astro-xdeps: forwarding and triggers between Airflow deployments.",
-        "options": {
-            "conn_id": {
-                "description": "Connection of the deployment that events go to when no route says "
-                "otherwise. If it does not exist, DEPLOYMENT_URL and API_TOKEN are used.",
-                "version_added": "0.1.0",
-                "type": "string",
-                "example": "xdeps_downstream",
-                "default": "xdeps_default",
+def _config() -> dict[str, Any]:
+    from astro_xdeps.settings import OPTIONS, SECTION
+
+    return {
+        SECTION: {
+            "description": "astro-xdeps: forwarding and triggers between Airflow deployments.",
+            "options": {
+                o.name: {
+                    "description": o.description,
+                    "version_added": "0.1.0",
+                    "type": o.type,
+                    "example": o.example,
+                    "default": o.default,
+                }
+                for o in OPTIONS.values()
             },
-        },
+        }
     }
-}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -54,6 +57,6 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
-        "config": CONFIG,
+        "config": _config(),
         "plugins": [{"name": "astro_xdeps", "plugin-class": "astro_xdeps.plugins.xdeps.XdepsPlugin"}],
     }

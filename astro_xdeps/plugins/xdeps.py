@@ -2,9 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from airflow.plugins_manager import AirflowPlugin
+
+from astro_xdeps.listeners.assets import asset_listener
+from astro_xdeps.listeners.states import state_listener
+
+log = logging.getLogger(__name__)
+
+
+def _is_api_server() -> bool:
+    return any(arg in ("api-server", "webserver") for arg in sys.argv[1:3])
+
+
+def _relay_apps() -> list[dict]:
+    """Mount the relay in the Airflow 3 api-server when ``[astro_xdeps] relay_config`` is set.
+
+    The app loads its rules on the first request, so defining it here costs nothing.
+    """
+    try:
+        from astro_xdeps import settings
+
+        if not settings.get("relay_config"):
+            return []
+        from astro_xdeps.relay.app import create_app, runtime_from_settings
+
+        return [
+            {
+                "app": create_app(runtime_from_settings),
+                "url_prefix": "/xdeps/relay",
+                "name": "astro-xdeps relay",
+            }
+        ]
+    except Exception:
+        log.exception("astro-xdeps could not set up the relay app")
+        return []
 
 
 class XdepsPlugin(AirflowPlugin):
     name = "astro_xdeps"
-    listeners: list = []
+    listeners = [asset_listener, state_listener]
+    fastapi_apps = _relay_apps()
+
+    @classmethod
+    def on_load(cls, *args, **kwargs) -> None:
+        # The api-server fires no lifecycle hook, yet it is where asset events are recorded:
+        # start delivering there at once, so items left by a crashed process go out now.
+        if not _is_api_server():
+            return
+        try:
+            from astro_xdeps import runtime, settings
+
+            if runtime.forwarding_plan().enabled or settings.get("relay_config"):
+                runtime.ensure_worker()
+        except Exception:
+            log.exception("astro-xdeps could not start the delivery worker")

@@ -49,6 +49,7 @@ class LocalDeployment:
         self.port = self.port or free_port()
         self._log_ports = (free_port(), free_port())
         self._jwt_secret = secrets.token_urlsafe(24)
+        self._token: str | None = None
 
     @property
     def url(self) -> str:
@@ -182,15 +183,31 @@ class LocalDeployment:
 
     # -- API helpers --------------------------------------------------------------------------
     def token(self) -> str:
-        r = requests.post(
-            f"{self.url}/auth/token", json={"username": USERNAME, "password": self.password}, timeout=10
-        )
-        r.raise_for_status()
-        return r.json()["access_token"]
+        """A JWT for the admin user, reused until the deployment refuses it."""
+        if self._token is None:
+            r = requests.post(
+                f"{self.url}/auth/token", json={"username": USERNAME, "password": self.password}, timeout=30
+            )
+            r.raise_for_status()
+            self._token = r.json()["access_token"]
+        return self._token
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        """Call the deployment's REST API as admin; a loaded 2-core box gets a few tries."""
+        for attempt in range(4):
+            try:
+                headers = {"Authorization": f"Bearer {self.token()}"}
+                r = requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == 3:
+                    raise
+                time.sleep(1 + attempt)
+                continue
+            if r.status_code == 401:
+                self._token = None
+                continue
+            return r
+        return r
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict:
         """Wait until the dag-processor has parsed ``dag_id`` and the API serves it."""
@@ -201,9 +218,33 @@ class LocalDeployment:
             if r.status_code == 200:
                 return r.json()
             time.sleep(1)
-        raise TimeoutError(
-            f"[{self.name}] DAG {dag_id} not parsed after {timeout:.0f}s; see {self.home}/logs"
-        )
+        raise TimeoutError(f"[{self.name}] DAG {dag_id} not parsed after {timeout:.0f}s; see {self.home}/logs")
+
+    def trigger(self, dag_id: str, run_id: str | None = None, conf: dict | None = None) -> str:
+        """Start a run of ``dag_id`` now; return its run id."""
+        body = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        r = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"[{self.name}] trigger {dag_id} failed: HTTP {r.status_code} {r.text[:300]}")
+        return r.json()["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 120) -> dict:
+        """Wait until the run finished (success or failed); return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._raise_if_died()
+            r = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if r.status_code == 200 and r.json()["state"] in ("success", "failed"):
+                return r.json()
+            time.sleep(0.5)
+        raise TimeoutError(f"[{self.name}] run {dag_id}/{run_id} not finished after {timeout:.0f}s")
+
+    def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict]:
+        r = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})
+        r.raise_for_status()
+        return r.json()["dag_runs"]
 
     def asset_events(self, uri: str, limit: int = 100, timeout: float = 30) -> list[dict]:
         """Recent events of ``uri``, newest first.

@@ -6,18 +6,22 @@ stopped (by process group) when the session ends, also when tests fail.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from astro_xdeps.testing.local_deployment import LocalDeployment
+from astro_xdeps.testing.local_deployment import COMPONENTS, LocalDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "dags" / "examples"
+TEST_DAGS = Path(__file__).with_name("dags")
+RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!").decode()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,19 +30,76 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@dataclass
+class Pair:
+    upstream: LocalDeployment
+    downstream: LocalDeployment
+
+
 @pytest.fixture(scope="session")
-def downstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeployment]:
-    """A real Airflow 3 deployment with the example consumer DAG."""
-    deployment = LocalDeployment(
-        "downstream", tmp_path_factory.mktemp("downstream"), dags=[EXAMPLES / "consumer_dag.py"]
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Two real Airflow 3 deployments on loopback, both with astro-xdeps installed.
+
+    upstream: the example producer; forwards every asset event to downstream (xdeps_default).
+    downstream: the example consumer; routes every asset back to upstream, so the loop test
+    can show that events it received over the REST API are not bounced back.
+    """
+    base = tmp_path_factory.mktemp("deployments")
+    up = LocalDeployment(
+        "upstream",
+        base / "upstream",
+        dags=[
+            EXAMPLES / "producer_dag.py",
+            EXAMPLES / "flaky_producer_dag.py",
+            TEST_DAGS / "extract_a.py",
+            TEST_DAGS / "extract_b.py",
+        ],
+    )
+    down = LocalDeployment(
+        "downstream",
+        base / "downstream",
+        dags=[EXAMPLES / "consumer_dag.py", EXAMPLES / "recovery_dag.py", TEST_DAGS / "report_dag.py"],
+    )
+    fast_retries = {"AIRFLOW__ASTRO_XDEPS__RETRY_MAX_DELAY": "2"}
+    up.extra_env.update(
+        fast_retries,
+        AIRFLOW_CONN_XDEPS_DEFAULT=down.connection_json(),
+        AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="upstream",
+        AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG=str(Path(__file__).with_name("relay.yaml")),
+        XDEPS_RELAY_SECRET=RELAY_SECRET,
+    )
+    down.extra_env.update(
+        fast_retries,
+        AIRFLOW_CONN_XDEPS_UPSTREAM=up.connection_json(),
+        AIRFLOW__ASTRO_XDEPS__ROUTES='[{"name": "back", "targets": ["xdeps_upstream"]}]',
+        AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="downstream",
     )
     try:
-        deployment.prepare()
-        deployment.start()
-        deployment.wait_for_dag("consumer_dag")
-        yield deployment
+        for d in (up, down):
+            d.prepare()
+        for d in (up, down):
+            for component in COMPONENTS:
+                d.start_component(component)
+        for d in (up, down):
+            d.wait_ready()
+        for dag_id in ("producer_dag", "flaky_producer_dag", "extract_a", "extract_b"):
+            up.wait_for_dag(dag_id)
+        for dag_id in ("consumer_dag", "recovery_dag", "report_dag"):
+            down.wait_for_dag(dag_id)
+        yield Pair(up, down)
     finally:
-        deployment.stop()
+        for d in (up, down):
+            d.stop()
+
+
+@pytest.fixture(scope="session")
+def downstream(pair: Pair) -> LocalDeployment:
+    return pair.downstream
+
+
+@pytest.fixture(scope="session")
+def upstream(pair: Pair) -> LocalDeployment:
+    return pair.upstream
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,0 +1,137 @@
+"""``astro-xdeps outbox``: what is pending, what failed and why, replay, and a standalone drainer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import TextIO
+
+from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK
+from astro_xdeps.outbox.models import Item, StatusRow
+from astro_xdeps.outbox.store import Outbox
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def render_status(rows: list[StatusRow], outbox_url: str, out: TextIO, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    out.write(f"outbox: {outbox_url}\n")
+    if not rows:
+        out.write("empty: nothing pending, nothing failed\n")
+        return
+    table = [["TARGET", "KIND", "STATE", "COUNT", "DUE", "OLDEST", "NEXT TRY", "LAST ERROR"]]
+    for r in rows:
+        next_try = (
+            "-"
+            if r.next_attempt_at is None
+            else ("now" if r.next_attempt_at <= now else f"in {_ago(r.next_attempt_at - now)}")
+        )
+        error = (r.last_error or "").replace("\n", " ")
+        table.append(
+            [
+                r.target,
+                r.kind,
+                r.state,
+                str(r.count),
+                str(r.due) if r.state == "pending" else "-",
+                _ago(now - r.oldest_created_at),
+                next_try if r.state == "pending" else "-",
+                error[:140] + ("…" if len(error) > 140 else ""),
+            ]
+        )
+    _table(table, out)
+
+
+def render_items(items: list[Item], out: TextIO, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    if not items:
+        out.write("no items\n")
+        return
+    for it in items:
+        what = it.payload.get("uri") or f"{it.payload.get('dag_id')}/{it.payload.get('dag_run_id')}"
+        out.write(
+            f"#{it.id}  {it.state}  {it.kind} -> {it.target}  {what}  attempts={it.attempts}  age={_ago(now - it.created_at)}\n"
+        )
+        if it.last_error:
+            out.write(f"    last error: {it.last_error}\n")
+
+
+def run_status(outbox: Outbox, out: TextIO, *, as_json: bool = False) -> int:
+    rows = outbox.status()
+    if as_json:
+        out.write(json.dumps([r.__dict__ for r in rows], indent=2) + "\n")
+    else:
+        render_status(rows, outbox.url, out)
+    return EXIT_OK
+
+
+def run_list(outbox: Outbox, out: TextIO, *, state: str | None, target: str | None, limit: int) -> int:
+    render_items(outbox.list_items(state=state, target=target, limit=limit), out)
+    return EXIT_OK
+
+
+def run_retry(outbox: Outbox, out: TextIO, *, ids: list[int], all_dead: bool) -> int:
+    count = outbox.retry(ids or None, all_dead=all_dead)
+    out.write(f"{count} item(s) queued for delivery again\n")
+    return EXIT_OK if count or not ids else EXIT_FAILED
+
+
+def run_drain(outbox: Outbox, out: TextIO, *, follow: bool, timeout: float | None) -> int:
+    from astro_xdeps import settings
+    from astro_xdeps.outbox.worker import DeliveryWorker
+
+    worker = DeliveryWorker(
+        outbox,
+        concurrency=settings.get_int("target_concurrency"),
+        retry_horizon=float(settings.get_int("retry_horizon")),
+        backoff_max=float(settings.get_int("retry_max_delay")),
+    )
+    if not follow:
+        stats = worker.drain(timeout=timeout)
+        out.write(f"delivered {stats.delivered}, to retry later {stats.retried}, dead {stats.dead}\n")
+        worker.stop()
+        return EXIT_OK if stats.dead == 0 else EXIT_FAILED
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    worker.start()
+    out.write(f"draining {outbox.url} until stopped (Ctrl-C)\n")
+    out.flush()
+    stopped.wait(timeout)
+    worker.stop()
+    return EXIT_OK
+
+
+def main(args) -> int:
+    from astro_xdeps import runtime
+
+    out = sys.stdout
+    outbox = runtime.get_outbox()
+    if args.outbox_command == "status":
+        return run_status(outbox, out, as_json=args.json)
+    if args.outbox_command == "list":
+        return run_list(outbox, out, state=args.state, target=args.target, limit=args.limit)
+    if args.outbox_command == "retry":
+        if not args.ids and not args.all_dead:
+            sys.stderr.write("astro-xdeps outbox retry: give item ids or --all-dead\n")
+            return 2
+        return run_retry(outbox, out, ids=args.ids, all_dead=args.all_dead)
+    return run_drain(outbox, out, follow=args.follow, timeout=args.timeout)

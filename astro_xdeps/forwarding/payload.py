@@ -1,0 +1,98 @@
+"""What a forwarded asset event carries: the original extra plus provenance, and loop checks.
+
+Downstream, the event's extra is the upstream event's extra (so a consumer reads the same
+keys) plus::
+
+    "xdeps_event_id": "<stable id>",          # dedupe key: same id = same upstream event
+    "xdeps": {"event_id": ..., "hops": 1, "route": "default",
+              "source": {"deployment", "uri", "name", "dag_id", "task_id", "run_id",
+                         "map_index", "partition_key", "extra"}}
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from astro_xdeps.forwarding.routes import Destination
+
+EVENT_ID_KEY = "xdeps_event_id"
+PROVENANCE_KEY = "xdeps"
+KIND = "asset_event"
+_AIRFLOW_MARKERS = ("from_rest_api",)
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """An asset event as the upstream listener saw it, independent of the Airflow version."""
+
+    uri: str
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    dag_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    map_index: int | None = None
+    partition_key: str | None = None
+
+    @property
+    def received(self) -> bool:
+        """True when the event came in over the REST API (from us or anyone else)."""
+        return bool(self.extra.get("from_rest_api")) or PROVENANCE_KEY in self.extra
+
+    @property
+    def hops(self) -> int:
+        prov = self.extra.get(PROVENANCE_KEY)
+        return int(prov.get("hops", 0)) if isinstance(prov, dict) else 0
+
+
+def may_forward(event: SourceEvent, *, max_hops: int) -> bool:
+    """Loop prevention: an event that already travelled ``max_hops`` deployments stops here."""
+    return event.hops < max_hops
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def forwarded_extra(event: SourceEvent, *, event_id: str, deployment: str, route: str) -> dict[str, Any]:
+    original = {k: v for k, v in event.extra.items() if k not in _AIRFLOW_MARKERS and k != EVENT_ID_KEY}
+    upstream_prov = original.pop(PROVENANCE_KEY, None)
+    extra = dict(original)
+    extra[EVENT_ID_KEY] = event_id
+    extra[PROVENANCE_KEY] = {
+        "event_id": event_id,
+        "hops": event.hops + 1,
+        "route": route,
+        "source": {
+            "deployment": deployment,
+            "uri": event.uri,
+            "name": event.name,
+            "dag_id": event.dag_id,
+            "task_id": event.task_id,
+            "run_id": event.run_id,
+            "map_index": event.map_index,
+            "partition_key": event.partition_key,
+            "extra": original,
+        },
+    }
+    if isinstance(upstream_prov, dict):
+        extra[PROVENANCE_KEY]["via"] = upstream_prov
+    return extra
+
+
+def outbox_payload(
+    event: SourceEvent, dest: Destination, *, event_id: str, deployment: str
+) -> dict[str, Any]:
+    """The outbox item payload for one destination: what the delivery worker sends."""
+    return {
+        "uri": dest.uri,
+        "extra": forwarded_extra(event, event_id=event_id, deployment=deployment, route=dest.route),
+        "partition_key": event.partition_key,
+        "event_id": event_id,
+    }
+
+
+def idempotency_key(event_id: str, dest: Destination) -> str:
+    return f"{event_id}:{dest.uri}"

@@ -1,0 +1,120 @@
+"""Forward this deployment's asset events: the hook path builds items and writes the outbox.
+
+Which hook, by Airflow version (one listener object carries them all; unknown hooks are ignored):
+- 3.2+: ``on_asset_event_emitted`` — has the event's extra, source task and partition key.
+  ``on_asset_changed`` fires for the same event and is ignored there.
+- 3.0/3.1: ``on_asset_changed`` — the asset only (no extra, no source).
+- 2.10/2.11: ``on_dataset_changed`` — the dataset only.
+On 3.x these run in the api-server while it records a task's success: no network I/O here,
+every exception is caught (Airflow 2 would fail the task on one).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.listeners import hookimpl
+
+from astro_xdeps import runtime
+from astro_xdeps.forwarding.payload import (
+    KIND,
+    SourceEvent,
+    idempotency_key,
+    may_forward,
+    new_event_id,
+    outbox_payload,
+)
+from astro_xdeps.forwarding.routes import destinations
+from astro_xdeps.outbox.models import NewItem
+from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
+
+log = logging.getLogger(__name__)
+
+
+def source_event_from_asset_event(asset_event: Any) -> SourceEvent:
+    """Adapt Airflow 3.2+'s listener ``AssetEvent``."""
+    asset = asset_event.asset
+    return SourceEvent(
+        uri=asset.uri,
+        name=getattr(asset, "name", None),
+        extra=dict(asset_event.extra or {}),
+        dag_id=asset_event.source_dag_id,
+        task_id=asset_event.source_task_id,
+        run_id=asset_event.source_run_id,
+        map_index=asset_event.source_map_index,
+        partition_key=getattr(asset_event, "partition_key", None),
+    )
+
+
+def plan_items(event: SourceEvent, plan: runtime.ForwardingPlan, *, event_id: str) -> list[NewItem]:
+    """The outbox items for one event under ``plan`` (pure)."""
+    if not plan.enabled or not may_forward(event, max_hops=plan.max_hops):
+        return []
+    items = []
+    for dest in destinations(plan.routes, event.uri, event.name, received=event.received):
+        payload = outbox_payload(event, dest, event_id=event_id, deployment=plan.deployment)
+        items.append(
+            NewItem(
+                kind=KIND,
+                target=dest.target,
+                payload=payload,
+                idempotency_key=idempotency_key(event_id, dest),
+            )
+        )
+    return items
+
+
+def forward(event: SourceEvent) -> int:
+    """Enqueue ``event`` for every destination; return how many items were written. Never raises."""
+    try:
+        plan = runtime.forwarding_plan()
+        items = plan_items(event, plan, event_id=new_event_id())
+        if not items:
+            return 0
+        runtime.get_outbox().enqueue(items)
+        runtime.ensure_worker()
+        return len(items)
+    except Exception:
+        log.exception("astro-xdeps could not enqueue the asset event of %s; it is not forwarded", event.uri)
+        return 0
+
+
+class AssetForwardingListener:
+    @hookimpl
+    def on_asset_event_emitted(self, asset_event: Any) -> None:
+        try:
+            event = source_event_from_asset_event(asset_event)
+        except Exception:
+            log.exception("astro-xdeps could not read an asset event")
+            return
+        forward(event)
+
+    @hookimpl
+    def on_asset_changed(self, asset: Any) -> None:
+        if AIRFLOW_V_3_2_PLUS:
+            return  # on_asset_event_emitted handles the same event with more detail
+        forward(SourceEvent(uri=asset.uri, name=getattr(asset, "name", None)))
+
+    @hookimpl
+    def on_dataset_changed(self, dataset: Any) -> None:
+        forward(SourceEvent(uri=dataset.uri, extra=dict(getattr(dataset, "extra", None) or {})))
+
+    @hookimpl
+    def on_starting(self, component: Any) -> None:
+        """Deliver what an earlier process left in the outbox: the scheduler starts a worker.
+
+        Task processes fire this hook too; they are short-lived and get no worker from it.
+        """
+        if getattr(component, "job_type", None) != "SchedulerJob":
+            return
+        try:
+            from astro_xdeps import settings
+
+            if runtime.forwarding_plan().enabled or settings.get("relay_config"):
+                runtime.ensure_worker()
+        except Exception:
+            log.exception("astro-xdeps could not start the delivery worker")
+
+
+asset_listener = AssetForwardingListener()

@@ -1,0 +1,147 @@
+"""What the outbox stores: the item records it hands out and the one table that holds them.
+
+Pure data and schema; no connection is opened here. :mod:`astro_xdeps.outbox.store` does the I/O.
+
+Life of an item::
+
+    enqueue ──► pending ──claim──► pending + lease ──mark_delivered──► delivered ──purge──► (gone)
+                   ▲                  │    │
+                   │   mark_failed    │    └──mark_dead──► dead
+                   └──────────────────┘                      │
+                   ▲        (lease expires: claimable again) │
+                   └────────────────── retry ◄───────────────┘
+
+There is no separate "in flight" state: an item being worked on is ``pending`` with a live
+lease (``lease_owner`` set, ``lease_until`` in the future). A worker that dies simply lets its
+lease run out, and the item becomes due again without anyone cleaning up.
+
+Times are epoch seconds (``float``, as from :func:`time.time`) everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+STATES = (PENDING, DELIVERED, DEAD)
+
+ASSET_EVENT = "asset_event"
+DAG_RUN = "dag_run"
+KINDS = (ASSET_EVENT, DAG_RUN)
+
+# Column sizes, checked in enqueue/claim so a too-long value fails the same way on both backends
+# (SQLite would store it silently, PostgreSQL would refuse it).
+MAX_TARGET_CHARS = 250
+MAX_KEY_CHARS = 500
+MAX_OWNER_CHARS = 200
+MAX_ERROR_CHARS = 1000
+
+DEFAULT_TABLE_PREFIX = "xdeps_"
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An action to write to the outbox.
+
+    ``idempotency_key`` identifies the action itself (a stable event id, a ``webhook-id``, a
+    deterministic ``dag_run_id``), so enqueueing it again for the same target and kind is a no-op.
+    """
+
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The id of the stored item, and whether this call stored it (False: it already existed)."""
+
+    id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Item:
+    """One stored action and its delivery progress, as read from the store.
+
+    ``attempts`` counts claims: :meth:`Outbox.claim` increments it before handing the item out,
+    so the first delivery attempt sees ``attempts == 1``.
+    """
+
+    id: int
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    state: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    updated_at: float
+    delivered_at: float | None
+    last_error: str | None
+    lease_owner: str | None
+    lease_until: float | None
+    result: Any
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """Counts for one (target, kind, state), for an operator's ``outbox status`` table.
+
+    ``in_flight`` and ``due`` only count pending items: those under a live lease, and those
+    that a worker may claim right now. ``next_attempt_at`` is the earliest one among pending
+    items. ``last_error`` is the error of the most recently updated item that has one.
+    """
+
+    target: str
+    kind: str
+    state: str
+    count: int
+    oldest_created_at: float
+    in_flight: int
+    due: int
+    next_attempt_at: float | None
+    last_error: str | None
+    last_error_at: float | None
+
+
+def outbox_table(metadata: sa.MetaData, table_prefix: str = DEFAULT_TABLE_PREFIX) -> sa.Table:
+    """Define the ``<prefix>outbox`` table (and its indexes) in ``metadata``.
+
+    Index and constraint names derive from the table name so several prefixes can share one
+    PostgreSQL schema (tests do that).
+    """
+    name = f"{table_prefix}outbox"
+    # SQLite needs exactly INTEGER for the rowid alias; AUTOINCREMENT keeps ids from being reused
+    # after a purge, so an id an operator once saw never names a different item.
+    id_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", id_type, primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("target", sa.String(MAX_TARGET_CHARS), nullable=False),
+        sa.Column("payload", sa.JSON(none_as_null=True), nullable=False),
+        sa.Column("idempotency_key", sa.String(MAX_KEY_CHARS), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("next_attempt_at", sa.Double, nullable=False),
+        sa.Column("updated_at", sa.Double, nullable=False),
+        sa.Column("delivered_at", sa.Double, nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("lease_owner", sa.String(MAX_OWNER_CHARS), nullable=True),
+        sa.Column("lease_until", sa.Double, nullable=True),
+        sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
+        sa.UniqueConstraint("target", "kind", "idempotency_key", name=f"uq_{name}_key"),
+        # Serves claim (state = pending AND next_attempt_at <= now) and next_due_at (MIN of it).
+        sa.Index(f"ix_{name}_due", "state", "next_attempt_at"),
+        sqlite_autoincrement=True,
+    )

@@ -1,0 +1,165 @@
+"""Per-process state: the outbox, the forwarding plan, the delivery worker. Created lazily, once.
+
+Listeners call :func:`forwarding_plan` and :func:`get_outbox` on Airflow's hot path, so both
+are cached for the life of the process (Airflow's config does not change under a running
+process either). :func:`reset` clears everything, for tests and after a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from astro_xdeps import settings
+from astro_xdeps.forwarding.routes import (
+    Route,
+    all_targets,
+    default_routes,
+    load_routes_file,
+    load_routes_text,
+)
+from astro_xdeps.outbox.store import Outbox
+from astro_xdeps.outbox.worker import DeliveryWorker
+from astro_xdeps.relay.engine import RelayEngine
+
+log = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_pid: int | None = None
+_outbox: Outbox | None = None
+_worker: DeliveryWorker | None = None
+_plan: ForwardingPlan | None = None
+_relay: RelayEngine | None = None
+
+
+@dataclass(frozen=True)
+class ForwardingPlan:
+    """Everything the asset listener needs to decide, without I/O, where an event goes."""
+
+    enabled: bool
+    routes: tuple[Route, ...]
+    deployment: str
+    max_hops: int
+    reason: str
+
+
+def build_forwarding_plan() -> ForwardingPlan:
+    """Read the options once. Raises :class:`ConfigError` on invalid routes."""
+    conn_id = settings.get("conn_id")
+    routes: list[Route] = []
+    if settings.get("routes"):
+        routes += load_routes_text(settings.get("routes"), source="[astro_xdeps] routes")
+    if settings.get("routes_file"):
+        routes += load_routes_file(settings.get("routes_file"))
+    mode = settings.get("forward_assets").lower()
+    if routes:
+        reason = f"{len(routes)} route(s) to {', '.join(sorted(all_targets(routes)))}"
+    else:
+        routes = default_routes(conn_id)
+        reason = f"every asset to {conn_id}"
+    if mode in ("true", "1", "yes"):
+        enabled = True
+    elif mode in ("false", "0", "no"):
+        enabled, reason = False, "forward_assets is false"
+    elif mode == "auto":
+        explicit = bool(settings.get("routes") or settings.get("routes_file"))
+        env_conn = f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+        env_url = bool(os.environ.get("DEPLOYMENT_URL"))
+        enabled = explicit or env_conn or env_url
+        if not enabled:
+            reason = (
+                "no routes, no DEPLOYMENT_URL and no AIRFLOW_CONN_* for the default connection "
+                "(set forward_assets=true to use a connection stored in the metadata DB)"
+            )
+    else:
+        from astro_xdeps.exceptions import ConfigError
+
+        raise ConfigError(f"[astro_xdeps] forward_assets must be auto, true or false, got {mode!r}.")
+    return ForwardingPlan(
+        enabled=enabled,
+        routes=tuple(routes),
+        deployment=settings.deployment_name(),
+        max_hops=settings.get_int("max_hops"),
+        reason=reason,
+    )
+
+
+def _check_fork() -> None:
+    global _pid, _outbox, _worker, _plan, _relay
+    if _pid != os.getpid():
+        # A forked child inherits neither the worker thread nor safe DB connections.
+        _pid, _outbox, _worker, _plan, _relay = os.getpid(), None, None, None, None
+
+
+def forwarding_plan() -> ForwardingPlan:
+    global _plan
+    with _lock:
+        _check_fork()
+        if _plan is None:
+            _plan = build_forwarding_plan()
+            log.info("astro-xdeps asset forwarding: %s (%s)", "on" if _plan.enabled else "off", _plan.reason)
+        return _plan
+
+
+def get_outbox() -> Outbox:
+    global _outbox
+    with _lock:
+        _check_fork()
+        if _outbox is None:
+            _outbox = Outbox.from_url(settings.outbox_url())
+        return _outbox
+
+
+def relay_engine() -> RelayEngine | None:
+    """The relay engine of ``[astro_xdeps] relay_config``, or None when no relay is configured."""
+    global _relay
+    path = settings.get("relay_config")
+    if not path:
+        return None
+    with _lock:
+        _check_fork()
+        if _relay is None:
+            from astro_xdeps.relay.rules import load_config
+
+            _relay = RelayEngine(load_config(path), get_outbox())
+            log.info("astro-xdeps relay: %d rule(s) from %s", len(_relay.config.rules), path)
+        return _relay
+
+
+def get_worker() -> DeliveryWorker:
+    global _worker
+    with _lock:
+        _check_fork()
+        if _worker is None:
+            _worker = DeliveryWorker(
+                get_outbox(),
+                concurrency=settings.get_int("target_concurrency"),
+                retry_horizon=float(settings.get_int("retry_horizon")),
+                backoff_max=float(settings.get_int("retry_max_delay")),
+            )
+        return _worker
+
+
+def ensure_worker() -> DeliveryWorker | None:
+    """Start this process's delivery thread unless configured off; wake it either way."""
+    if not settings.get_bool("delivery_worker"):
+        return None
+    worker = get_worker()
+    if not worker.running:
+        worker.start()
+        log.info("astro-xdeps delivery worker started in pid %s", os.getpid())
+    worker.wake()
+    return worker
+
+
+def reset() -> None:
+    """Stop the worker and forget all per-process state."""
+    global _outbox, _worker, _plan, _pid, _relay
+    with _lock:
+        if _worker is not None and _pid == os.getpid():
+            _worker.stop(timeout=5)
+        if _outbox is not None and _pid == os.getpid():
+            _outbox.close()
+        _outbox, _worker, _plan, _relay, _pid = None, None, None, None, os.getpid()
