@@ -54,6 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="stable id for this event (default: a new UUID); a retried emit with the same id "
         "is not created twice after an ambiguous failure",
     )
+    outbox = sub.add_parser("outbox", help="inspect and operate the outbox of this deployment")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    status = outbox_sub.add_parser("status", help="counts per target and state, oldest age, last error")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    listing = outbox_sub.add_parser("list", help="list items")
+    listing.add_argument("--state", choices=["pending", "delivered", "dead"], default=None)
+    listing.add_argument("--target", default=None, help="only items for this connection id")
+    listing.add_argument("--limit", type=int, default=50)
+    retry = outbox_sub.add_parser("retry", help="queue dead (or waiting) items for delivery now")
+    retry.add_argument("ids", nargs="*", type=int, help="item ids")
+    retry.add_argument("--all-dead", action="store_true", help="every dead item")
+    drain = outbox_sub.add_parser("drain", help="deliver due items from this process")
+    drain.add_argument("--follow", action="store_true", help="keep running as a standalone delivery worker")
+    drain.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    relay = sub.add_parser("relay", help="the state-based trigger relay")
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="ACTION", required=True)
+    serve = relay_sub.add_parser("serve", help="run the relay's HTTP endpoint and delivery worker")
+    serve.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    check = relay_sub.add_parser("check", help="validate a rules file")
+    check.add_argument("config", help="rules file (YAML or JSON)")
+    explain = relay_sub.add_parser("explain", help="which rules an event matches and what they would do")
+    explain.add_argument("event", help="the event as JSON, or @file")
+    explain.add_argument("--config", required=True, help="rules file (YAML or JSON)")
     return parser
 
 
@@ -79,6 +104,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             partition_key=args.partition_key,
             event_id=args.event_id,
         )
+    if args.command == "outbox":
+        from astro_xdeps.cli import outbox as outbox_cli
+        from astro_xdeps.exceptions import XdepsError
+
+        try:
+            return outbox_cli.main(args)
+        except XdepsError as exc:
+            sys.stderr.write(f"astro-xdeps outbox: {exc}\n")
+            return EXIT_USAGE
+    if args.command == "relay":
+        from astro_xdeps.cli import relay as relay_cli
+
+        return relay_cli.main(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
     return EXIT_USAGE
 

@@ -1,0 +1,85 @@
+"""``astro-xdeps relay``: run the relay standalone, validate its rules, dry-run an event."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from astro_xdeps.exceptions import ConfigError, XdepsError
+
+
+def run_check(path: str, out: TextIO) -> int:
+    from astro_xdeps.relay.rules import load_config
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_FAILED
+    out.write(f"{path}: OK — {len(config.sources)} source(s), {len(config.rules)} rule(s)\n")
+    for rule in config.rules:
+        kind = (
+            f"all of {len(rule.conditions)} within {rule.within_seconds:g}s" if rule.all_of else "any match"
+        )
+        targets = ", ".join(f"{a.kind} {a.dag_id or a.uri} on {a.target}" for a in rule.actions)
+        out.write(f"  {rule.name}: {kind} -> {targets}\n")
+    return EXIT_OK
+
+
+def run_explain(path: str, event_json: str, out: TextIO) -> int:
+    from astro_xdeps import runtime
+    from astro_xdeps.relay.engine import RelayEngine
+    from astro_xdeps.relay.events import PayloadError, parse_event
+    from astro_xdeps.relay.rules import load_config
+
+    try:
+        config = load_config(path)
+        text = event_json
+        if event_json.startswith("@"):
+            with open(event_json[1:]) as f:
+                text = f.read()
+        event = parse_event(json.loads(text), webhook_id="explain")
+    except (ConfigError, PayloadError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
+    except (json.JSONDecodeError, OSError) as exc:
+        sys.stderr.write(f"the event is not readable JSON: {exc}\n")
+        return EXIT_USAGE
+    engine = RelayEngine(config, runtime.get_outbox())
+    out.write(
+        f"event: {event.type} dag_id={event.dag_id} run_id={event.run_id} deployment={event.deployment}\n"
+    )
+    for line in engine.explain(event):
+        out.write(line + "\n")
+    return EXIT_OK
+
+
+def run_serve(path: str, host: str, port: int) -> int:
+    import uvicorn
+
+    from astro_xdeps import runtime
+    from astro_xdeps.relay.app import create_app, runtime_from_settings
+
+    try:
+        rt = runtime_from_settings(path)
+    except XdepsError as exc:
+        sys.stderr.write(f"astro-xdeps relay serve: {exc}\n")
+        return EXIT_USAGE
+    runtime.ensure_worker()  # deliver what the relay enqueues (and what was left before)
+    app = create_app(lambda: rt)
+    sys.stderr.write(
+        f"astro-xdeps relay: POST http://{host}:{port}/events/<source>  ({len(rt.config.rules)} rules)\n"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return EXIT_OK
+
+
+def main(args) -> int:
+    out = sys.stdout
+    if args.relay_command == "check":
+        return run_check(args.config, out)
+    if args.relay_command == "explain":
+        return run_explain(args.config, args.event, out)
+    return run_serve(args.config, args.host, args.port)

@@ -1,0 +1,464 @@
+"""Relay configuration and rules: which upstream states become which actions downstream. Pure.
+
+A relay config file (YAML or JSON)::
+
+    sources:                        # who may post events, and how they prove it
+      - name: astro-alerts          # POST /events/astro-alerts
+        auth: standard-webhooks     # or "bearer"
+        secrets_env: [XDEPS_RELAY_SECRET, XDEPS_RELAY_SECRET_PREVIOUS]   # env vars, for rotation
+        # secrets_conn: xdeps_relay_secret   # or an Airflow connection's password
+        deployment: prod-upstream   # events from here default to this source deployment
+        tolerance_seconds: 300
+    rules:
+      - name: recover-orders        # one-to-one / one-to-many: any `when` matching event fires
+        when: {type: dag_run.failed, dag_id: "load_orders*"}
+        then:
+          - trigger_dag: {target: xdeps_downstream, dag_id: recover_orders,
+                          conf: {failed_dag: "{dag_id}", failed_run: "{run_id}"},
+                          note: "{dag_id} failed in {deployment}"}
+      - name: all-extracts-done     # many-to-one: fires once when every condition has a match
+        when_all:                   #   within the window, then starts over
+          - {type: dag_run.success, dag_id: extract_a}
+          - {type: dag_run.success, dag_id: extract_b}
+        within: 6h
+        then:
+          - trigger_dag: {target: xdeps_downstream, dag_id: build_report}
+          - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"}}
+    max_body_bytes: 65536
+
+Matching: ``type``, ``dag_id``, ``task_id`` and ``deployment`` are globs (``*`` by default;
+``type`` may also be a list). Templates in ``conf``, ``note`` and ``extra`` substitute
+``{field}`` from the event: id, type, dag_id, run_id, task_id, deployment, occurred_at,
+message, rule. Targets are connection ids named here; nothing in a payload chooses a URL,
+host or token.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astro_xdeps.exceptions import ConfigError
+from astro_xdeps.relay.events import EVENT_TYPES, StateEvent
+
+TEMPLATE_FIELDS = (
+    "id",
+    "type",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "deployment",
+    "occurred_at",
+    "message",
+    "rule",
+)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+AUTH_KINDS = ("standard-webhooks", "bearer")
+
+
+# -- model --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Condition:
+    types: tuple[str, ...] = ("*",)
+    dag_id: str = "*"
+    task_id: str = "*"
+    deployment: str = "*"
+
+    def matches(self, event: StateEvent) -> bool:
+        return (
+            any(fnmatch.fnmatchcase(event.type, t) for t in self.types)
+            and fnmatch.fnmatchcase(event.dag_id, self.dag_id)
+            and fnmatch.fnmatchcase(event.task_id or "", self.task_id)
+            and fnmatch.fnmatchcase(event.deployment or "", self.deployment)
+        )
+
+
+@dataclass(frozen=True)
+class Action:
+    """Trigger a DAG run (``kind="trigger_dag"``) or create an asset event (``"asset_event"``)."""
+
+    kind: str
+    target: str
+    dag_id: str | None = None
+    uri: str | None = None
+    conf: Mapping[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    conditions: tuple[Condition, ...]
+    actions: tuple[Action, ...]
+    all_of: bool = False
+    within_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    auth: str
+    secrets_env: tuple[str, ...] = ()
+    secrets_conn: str | None = None
+    deployment: str | None = None
+    tolerance_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    sources: tuple[Source, ...]
+    rules: tuple[Rule, ...]
+    max_body_bytes: int = 65536
+
+    def source(self, name: str) -> Source | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    @property
+    def targets(self) -> set[str]:
+        return {a.target for r in self.rules for a in r.actions}
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """An action made concrete for one firing: what goes into the outbox."""
+
+    rule: str
+    action: Action
+    kind: str  # outbox kind: "dag_run" | "asset_event"
+    target: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
+# -- parsing ------------------------------------------------------------------------------------
+def parse_duration(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    m = _DURATION.match(str(value)) if isinstance(value, str) else None
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{where}: expected a duration like 90s, 30m, 6h or 2d, got {value!r}.")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _expect(obj: Any, kind: type, where: str) -> Any:
+    if not isinstance(obj, kind):
+        raise ConfigError(
+            f"{where}: expected {'an object' if kind is dict else 'a ' + kind.__name__}, got {type(obj).__name__}."
+        )
+    return obj
+
+
+def _check_keys(obj: Mapping, allowed: set[str], where: str) -> None:
+    unknown = set(obj) - allowed
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}."
+        )
+
+
+def _glob(obj: Mapping, key: str, where: str) -> str:
+    value = obj.get(key, "*")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key}: expected a non-empty string glob.")
+    return value
+
+
+def _parse_condition(raw: Any, where: str) -> Condition:
+    _expect(raw, dict, where)
+    _check_keys(raw, {"type", "dag_id", "task_id", "deployment"}, where)
+    types = raw.get("type", "*")
+    types = [types] if isinstance(types, str) else types
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"{where}.type: expected an event type or a list of them.")
+    for t in types:
+        if not any(fnmatch.fnmatchcase(known, t) for known in EVENT_TYPES):
+            raise ConfigError(f"{where}.type: {t!r} matches no event type; known: {', '.join(EVENT_TYPES)}.")
+    return Condition(
+        types=tuple(types),
+        dag_id=_glob(raw, "dag_id", where),
+        task_id=_glob(raw, "task_id", where),
+        deployment=_glob(raw, "deployment", where),
+    )
+
+
+def _check_template(value: Any, where: str) -> None:
+    """Every ``{name}`` in strings of ``value`` must be a known field; raise otherwise."""
+    if isinstance(value, str):
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where}: bad template {value!r} ({exc}); use {{dag_id}}, or {{{{ for a brace."
+            ) from None
+        for name in names:
+            if name not in TEMPLATE_FIELDS:
+                raise ConfigError(
+                    f"{where}: unknown template field {{{name}}}; known: {', '.join(TEMPLATE_FIELDS)}."
+                )
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_template(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_template(v, f"{where}[{i}]")
+
+
+def _parse_action(raw: Any, where: str) -> Action:
+    _expect(raw, dict, where)
+    if len(raw) != 1 or next(iter(raw)) not in ("trigger_dag", "asset_event"):
+        raise ConfigError(
+            f"{where}: an action is one of {{trigger_dag: {{...}}}} or {{asset_event: {{...}}}}."
+        )
+    kind, body = next(iter(raw.items()))
+    where = f"{where}.{kind}"
+    _expect(body, dict, where)
+    if kind == "trigger_dag":
+        _check_keys(body, {"target", "dag_id", "conf", "note"}, where)
+        required = ("target", "dag_id")
+    else:
+        _check_keys(body, {"target", "uri", "extra"}, where)
+        required = ("target", "uri")
+    for key in required:
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise ConfigError(f"{where}.{key}: required (a non-empty string).")
+    for key in ("conf", "extra"):
+        if key in body:
+            _expect(body[key], dict, f"{where}.{key}")
+            _check_template(body[key], f"{where}.{key}")
+    if "note" in body:
+        _expect(body["note"], str, f"{where}.note")
+        _check_template(body["note"], f"{where}.note")
+    return Action(
+        kind=kind,
+        target=body["target"],
+        dag_id=body.get("dag_id"),
+        uri=body.get("uri"),
+        conf=body.get("conf", {}),
+        note=body.get("note"),
+        extra=body.get("extra", {}),
+    )
+
+
+def _parse_rule(raw: Any, where: str) -> Rule:
+    _expect(raw, dict, where)
+    _check_keys(raw, {"name", "when", "when_all", "within", "then"}, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}.name: required; letters, digits, '_', '.', '-' (at most 100).")
+    where = f"rule {name!r}"
+    if ("when" in raw) == ("when_all" in raw):
+        raise ConfigError(
+            f"{where}: give exactly one of 'when' (any event matching) or 'when_all' (all, within a window)."
+        )
+    if "when" in raw:
+        conds = raw["when"] if isinstance(raw["when"], list) else [raw["when"]]
+        if "within" in raw:
+            raise ConfigError(f"{where}.within: only applies to 'when_all'.")
+        within = None
+    else:
+        conds = _expect(raw["when_all"], list, f"{where}.when_all")
+        if len(conds) < 2:
+            raise ConfigError(f"{where}.when_all: list at least two conditions (one is a plain 'when').")
+        if "within" not in raw:
+            raise ConfigError(f"{where}.within: required with 'when_all', e.g. 6h.")
+        within = parse_duration(raw["within"], f"{where}.within")
+    key = "when" if "when" in raw else "when_all"
+    conditions = tuple(_parse_condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(conds))
+    actions_raw = raw.get("then")
+    actions_raw = [actions_raw] if isinstance(actions_raw, dict) else actions_raw
+    if not isinstance(actions_raw, list) or not actions_raw:
+        raise ConfigError(f"{where}.then: list at least one action.")
+    actions = tuple(_parse_action(a, f"{where}.then[{i}]") for i, a in enumerate(actions_raw))
+    return Rule(
+        name=name, conditions=conditions, actions=actions, all_of=key == "when_all", within_seconds=within
+    )
+
+
+def _parse_source(raw: Any, where: str) -> Source:
+    _expect(raw, dict, where)
+    _check_keys(
+        raw,
+        {"name", "auth", "secrets_env", "secrets_conn", "deployment", "tolerance_seconds", "secrets"},
+        where,
+    )
+    if "secrets" in raw:
+        raise ConfigError(
+            f"{where}.secrets: secrets are never written in the config file. Put them in environment "
+            f"variables (secrets_env: [VAR, ...]) or an Airflow connection's password (secrets_conn)."
+        )
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"{where}.name: required; letters, digits, '_', '.', '-' (it is the URL path /events/<name>)."
+        )
+    where = f"source {name!r}"
+    auth = raw.get("auth", "standard-webhooks")
+    if auth not in AUTH_KINDS:
+        raise ConfigError(f"{where}.auth: one of {', '.join(AUTH_KINDS)}, got {auth!r}.")
+    env = raw.get("secrets_env", [])
+    env = [env] if isinstance(env, str) else env
+    if not isinstance(env, list) or not all(isinstance(e, str) and e for e in env):
+        raise ConfigError(f"{where}.secrets_env: a list of environment variable names.")
+    conn = raw.get("secrets_conn")
+    if conn is not None and (not isinstance(conn, str) or not conn):
+        raise ConfigError(f"{where}.secrets_conn: a connection id.")
+    if not env and not conn:
+        raise ConfigError(
+            f"{where}: set secrets_env (env var names) or secrets_conn; a source needs a secret."
+        )
+    tolerance = raw.get("tolerance_seconds", 300)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance <= 0:
+        raise ConfigError(f"{where}.tolerance_seconds: a positive number of seconds.")
+    deployment = raw.get("deployment")
+    if deployment is not None and not isinstance(deployment, str):
+        raise ConfigError(f"{where}.deployment: a string.")
+    return Source(
+        name=name,
+        auth=auth,
+        secrets_env=tuple(env),
+        secrets_conn=conn,
+        deployment=deployment,
+        tolerance_seconds=float(tolerance),
+    )
+
+
+def parse_config(data: Any, *, source: str = "relay config") -> RelayConfig:
+    """Validate a relay config; every error names the source, rule or field it is about."""
+    try:
+        _expect(data, dict, source)
+        _check_keys(data, {"sources", "rules", "max_body_bytes"}, source)
+        sources = tuple(
+            _parse_source(s, f"sources[{i}]")
+            for i, s in enumerate(_expect(data.get("sources", []), list, "sources"))
+        )
+        rules = tuple(
+            _parse_rule(r, f"rules[{i}]") for i, r in enumerate(_expect(data.get("rules", []), list, "rules"))
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for kind, names in (("source", [s.name for s in sources]), ("rule", [r.name for r in rules])):
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"{source}: duplicate {kind} name(s) {', '.join(sorted(dupes))}.")
+    max_body = data.get("max_body_bytes", 65536)
+    if not isinstance(max_body, int) or isinstance(max_body, bool) or not 256 <= max_body <= 10_000_000:
+        raise ConfigError(f"{source}: max_body_bytes must be an integer between 256 and 10000000.")
+    return RelayConfig(sources=sources, rules=rules, max_body_bytes=max_body)
+
+
+def load_config(path: str | Path) -> RelayConfig:
+    """Read a relay config file (YAML or JSON). YAML errors carry the line number."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}).") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: line {exc.lineno}, column {exc.colno}: {exc.msg}.") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError(f"{path}: {where}{getattr(exc, 'problem', exc)}.") from None
+    return parse_config(data, source=str(path))
+
+
+# -- evaluation (pure) --------------------------------------------------------------------------
+def event_fields(event: StateEvent, rule: str) -> dict[str, str]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "dag_id": event.dag_id,
+        "run_id": event.run_id or "",
+        "task_id": event.task_id or "",
+        "deployment": event.deployment or "",
+        "occurred_at": event.occurred_at.isoformat(),
+        "message": event.message or "",
+        "rule": rule,
+    }
+
+
+def render(value: Any, fields: Mapping[str, str]) -> Any:
+    """Substitute ``{field}`` in every string of ``value`` (validated at load time)."""
+    if isinstance(value, str):
+        return value.format_map(fields)
+    if isinstance(value, dict):
+        return {k: render(v, fields) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, fields) for v in value]
+    return value
+
+
+def firing_id(rule: str, event_ids: Sequence[str]) -> str:
+    """A stable id for one firing of ``rule`` by exactly these events."""
+    digest = hashlib.sha256("\x1f".join([rule, *sorted(event_ids)]).encode()).hexdigest()
+    return digest[:20]
+
+
+def dag_run_id(rule: str, event_ids: Sequence[str], action_index: int = 0) -> str:
+    """Deterministic run id: the same firing always asks for the same run, so 409 means done."""
+    safe_rule = _RUN_ID_UNSAFE.sub("_", rule)[:100]
+    suffix = f"_{action_index}" if action_index else ""
+    return f"xdeps__{safe_rule}__{firing_id(rule, event_ids)}{suffix}"
+
+
+def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction]:
+    """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger)."""
+    event_ids = [e.id for e in events]
+    fields = event_fields(events[-1], rule.name)
+    fid = firing_id(rule.name, event_ids)
+    planned = []
+    for i, action in enumerate(rule.actions):
+        provenance = {"rule": rule.name, "events": [e.to_dict() for e in events]}
+        if action.kind == "trigger_dag":
+            run_id = dag_run_id(rule.name, event_ids, i)
+            conf = render(dict(action.conf), fields)
+            conf.setdefault("xdeps", provenance)
+            payload = {
+                "dag_id": action.dag_id,
+                "dag_run_id": run_id,
+                "conf": conf,
+                "note": render(action.note, fields) if action.note else None,
+            }
+            planned.append(PlannedAction(rule.name, action, "dag_run", action.target, payload, run_id))
+        else:
+            extra = render(dict(action.extra), fields)
+            event_id = f"{fid}_{i}"
+            extra.update(
+                {"xdeps_event_id": event_id, "xdeps": {"event_id": event_id, "hops": 1, **provenance}}
+            )
+            payload = {"uri": action.uri, "extra": extra, "partition_key": None, "event_id": event_id}
+            planned.append(
+                PlannedAction(
+                    rule.name, action, "asset_event", action.target, payload, f"{event_id}:{action.uri}"
+                )
+            )
+    return planned
+
+
+def matching_rules(config: RelayConfig, event: StateEvent) -> list[tuple[Rule, list[int]]]:
+    """Rules that ``event`` concerns, with the indexes of the conditions it matches."""
+    out = []
+    for rule in config.rules:
+        idx = [i for i, c in enumerate(rule.conditions) if c.matches(event)]
+        if idx:
+            out.append((rule, idx))
+    return out

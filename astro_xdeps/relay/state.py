@@ -1,0 +1,123 @@
+"""Durable state of many-to-one rules: which conditions have matched, inside the window.
+
+Kept in the outbox's database (same file or PostgreSQL), in table ``xdeps_relay_state``. A
+firing marks the events it used as consumed instead of deleting them, so a webhook delivered
+again after the firing cannot count towards the next one. Rows older than the window expire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.rules import Rule
+
+_metadata = sa.MetaData()
+state_table = sa.Table(
+    "xdeps_relay_state",
+    _metadata,
+    sa.Column("rule", sa.String(100), primary_key=True),
+    sa.Column("condition", sa.Integer, primary_key=True),
+    sa.Column("event_id", sa.String(250), primary_key=True),
+    sa.Column("occurred_at", sa.Float, nullable=False),
+    sa.Column("consumed", sa.Boolean, nullable=False, default=False),
+    sa.Column("event", sa.Text, nullable=False),
+    # The events of the firing this row was consumed by (JSON), so a repeat can re-plan it.
+    sa.Column("firing", sa.Text, nullable=True),
+)
+
+
+class RelayState:
+    """Records matches of ``when_all`` rules and decides, atomically, when one fires."""
+
+    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
+        self._engine = engine
+        self._write_engine = write_engine or engine
+        self._lock = threading.Lock()
+        with self._write_engine.begin() as conn:
+            _metadata.create_all(conn, checkfirst=True)
+
+    def record(
+        self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
+    ) -> list[StateEvent] | None:
+        """Record ``event`` for the matched ``conditions``; return the events of a firing, if any.
+
+        The events returned (one per condition, the latest of each, oldest first) are marked
+        consumed in the same transaction, so exactly one caller gets a given firing.
+        """
+        assert rule.within_seconds is not None
+        window_start = now - rule.within_seconds
+        occurred = event.occurred_at.timestamp()
+        t = state_table
+        with self._lock, self._write_engine.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.rule == rule.name, t.c.occurred_at < window_start))
+            fired_before = conn.execute(
+                sa.select(t.c.firing).where(
+                    t.c.rule == rule.name, t.c.event_id == event.id, t.c.firing.is_not(None)
+                )
+            ).first()
+            if fired_before is not None:
+                # A repeat of an event that already fired: the same firing again. Its actions
+                # have the same idempotency keys, so this only re-enqueues what may have been
+                # lost between this transaction and the outbox write.
+                return [StateEvent.from_dict(e) for e in json.loads(fired_before.firing)]
+            if occurred >= window_start:
+                for idx in conditions:
+                    exists = conn.execute(
+                        sa.select(t.c.event_id).where(
+                            t.c.rule == rule.name, t.c.condition == idx, t.c.event_id == event.id
+                        )
+                    ).first()
+                    if exists is None:
+                        conn.execute(
+                            sa.insert(t).values(
+                                rule=rule.name,
+                                condition=idx,
+                                event_id=event.id,
+                                occurred_at=occurred,
+                                consumed=False,
+                                event=json.dumps(event.to_dict()),
+                            )
+                        )
+            rows = conn.execute(
+                sa.select(t.c.condition, t.c.event_id, t.c.occurred_at, t.c.event)
+                .where(t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at >= window_start)
+                .order_by(t.c.occurred_at)
+            ).all()
+            latest: dict[int, sa.Row] = {}
+            for row in rows:
+                latest[row.condition] = row  # ordered by time: the last one wins
+            if len(latest) < len(rule.conditions):
+                return None
+            chosen = sorted(latest.values(), key=lambda r: r.occurred_at)
+            firing = [json.loads(r.event) for r in chosen]
+            # Consume every pending match up to the firing: the rule starts over from here.
+            conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at <= chosen[-1].occurred_at
+                )
+                .values(consumed=True, firing=json.dumps(firing))
+            )
+            return [StateEvent.from_dict(e) for e in firing]
+
+    def pending(self, rule: Rule, now: float) -> dict[int, list[str]]:
+        """Unconsumed event ids per condition inside the window (for ``relay explain``)."""
+        assert rule.within_seconds is not None
+        t = state_table
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.condition, t.c.event_id).where(
+                    t.c.rule == rule.name,
+                    t.c.consumed.is_(False),
+                    t.c.occurred_at >= now - rule.within_seconds,
+                )
+            ).all()
+        out: dict[int, list[str]] = {}
+        for row in rows:
+            out.setdefault(row.condition, []).append(row.event_id)
+        return out
