@@ -16,6 +16,11 @@ if AIRFLOW_V_3_1_PLUS:
 else:  # pragma: no cover - Airflow 2.x and 3.0
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
 
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk import BaseNotifier
+else:  # pragma: no cover - Airflow 2.x
+    from airflow.notifications.basenotifier import BaseNotifier  # type: ignore[no-redef]
+
 try:
     from airflow.sdk.exceptions import AirflowNotFoundException
 except ImportError:  # pragma: no cover - Airflow 2.x
@@ -28,4 +33,5 @@ __all__ = [
     "AIRFLOW_V_3_2_PLUS",
     "AirflowNotFoundException",
     "BaseHook",
+    "BaseNotifier",
 ]

@@ -1,0 +1,155 @@
+"""``RelayNotifier``: send a DAG's or task's state to an astro-xdeps relay from a callback.
+
+    from astro_xdeps.notifications.relay import RelayNotifier
+
+    @dag(on_failure_callback=RelayNotifier(), on_success_callback=RelayNotifier(), ...)
+
+The relay is an Airflow connection (default ``xdeps_relay``): Host = the relay's events URL
+including the source, e.g. ``https://upstream.example/xdeps/relay/events/callbacks``;
+Password = the source's secret (``whsec_...`` for Standard Webhooks; Extra
+``{"auth": "bearer"}`` for a bearer secret). Or pass ``url=`` and ``secret_env=`` directly.
+The event id is derived from the DAG, run, task, try and type, so a callback that runs
+twice is one event for the relay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import requests
+
+from astro_xdeps.exceptions import ConfigError
+from astro_xdeps.relay.signing import webhook_headers
+from astro_xdeps.version_compat import BaseHook, BaseNotifier
+
+log = logging.getLogger(__name__)
+
+
+def event_from_context(
+    context: Any, event_type: str | None = None, deployment: str | None = None
+) -> dict[str, Any]:
+    """The relay's generic event for a callback context (pure)."""
+    dag_run = context.get("dag_run")
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    dag_id = getattr(dag_run, "dag_id", None) or getattr(dag, "dag_id", None)
+    run_id = getattr(dag_run, "run_id", None)
+    task_id = (
+        getattr(ti, "task_id", None)
+        if context.get("task") is not None or (event_type and event_type.startswith("task_instance"))
+        else None
+    )
+    if event_type is None:
+        failed = context.get("exception") is not None or str(getattr(ti or dag_run, "state", "")).endswith(
+            "failed"
+        )
+        scope = "task_instance" if task_id else "dag_run"
+        event_type = f"{scope}.{'failed' if failed else 'success'}"
+    try_number = getattr(ti, "try_number", None)
+    key = "\x1f".join(str(p) for p in (deployment, event_type, dag_id, run_id, task_id, try_number))
+    event = {
+        "id": "cb-" + hashlib.sha256(key.encode()).hexdigest()[:32],
+        "type": event_type,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "occurred_at": datetime.now(timezone.utc).isoformat(),
+    }
+    if task_id and event_type.startswith("task_instance"):
+        event["task_id"] = task_id
+    if deployment:
+        event["deployment"] = deployment
+    if context.get("exception") is not None:
+        event["message"] = str(context["exception"])[:2000]
+    if try_number is not None:
+        event["attributes"] = {"try_number": try_number}
+    return event
+
+
+class RelayNotifier(BaseNotifier):
+    """Posts a signed state event to an astro-xdeps relay. Retries briefly; never fails the task."""
+
+    template_fields = ("event_type",)
+
+    def __init__(
+        self,
+        *,
+        conn_id: str = "xdeps_relay",
+        url: str | None = None,
+        secret_env: str | None = None,
+        event_type: str | None = None,
+        deployment: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.url = url
+        self.secret_env = secret_env
+        self.event_type = event_type
+        self.deployment = deployment
+        self.timeout = timeout
+        self.retries = retries
+
+    def _target(self) -> tuple[str, str, str]:
+        """(url, secret, auth) from the arguments or the connection."""
+        if self.url:
+            if not self.secret_env or not os.environ.get(self.secret_env):
+                raise ConfigError(
+                    f"RelayNotifier: set secret_env to an environment variable holding the secret ({self.secret_env!r} is unset)."
+                )
+            return self.url, os.environ[self.secret_env], "standard-webhooks"
+        conn = BaseHook.get_connection(self.conn_id)
+        if not conn.host or not conn.password:
+            raise ConfigError(
+                f"RelayNotifier: connection {self.conn_id!r} needs Host (the relay events URL) and Password (the secret)."
+            )
+        url = conn.host if "://" in conn.host else f"https://{conn.host}"
+        auth = (conn.extra_dejson or {}).get("auth", "standard-webhooks")
+        return url, conn.password, auth
+
+    def notify(self, context: Any) -> None:
+        try:
+            url, secret, auth = self._target()
+            event = event_from_context(context, self.event_type, self.deployment)
+        except Exception as exc:
+            log.error("RelayNotifier: not sent: %s", exc)
+            return
+        body = json.dumps(event).encode()
+        for attempt in range(self.retries + 1):
+            if auth == "bearer":
+                headers = {"Authorization": f"Bearer {secret}", "webhook-id": event["id"]}
+            else:
+                headers = webhook_headers(body, [secret], msg_id=event["id"])
+            headers["content-type"] = "application/json"
+            try:
+                r = requests.post(url, data=body, headers=headers, timeout=self.timeout)
+                if r.status_code < 300:
+                    log.info(
+                        "RelayNotifier: %s of %s accepted (%s)", event["type"], event["dag_id"], r.status_code
+                    )
+                    return
+                if r.status_code < 500 and r.status_code != 429:
+                    log.error(
+                        "RelayNotifier: relay refused %s: HTTP %s %s",
+                        event["type"],
+                        r.status_code,
+                        r.text[:300],
+                    )
+                    return
+                reason = f"HTTP {r.status_code}"
+            except requests.RequestException as exc:
+                reason = type(exc).__name__
+            if attempt < self.retries:
+                time.sleep(min(2**attempt, 10))
+        log.error(
+            "RelayNotifier: gave up sending %s of %s to the relay (%s)",
+            event["type"],
+            event["dag_id"],
+            reason,
+        )

@@ -1,0 +1,97 @@
+"""RelayNotifier: builds the generic event from a callback context and posts it signed."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import responses
+
+from astro_xdeps.notifications.relay import RelayNotifier, event_from_context
+from astro_xdeps.relay.events import parse_event
+from astro_xdeps.relay.signing import verify_standard_webhook
+
+SECRET = "whsec_" + base64.b64encode(b"notifier-test-secret-of-32-bytes").decode()
+URL = "http://relay.test/xdeps/relay/events/callbacks"
+
+
+class _Run:
+    dag_id = "load_orders"
+    run_id = "manual__1"
+    state = "failed"
+
+
+class _TI:
+    dag_id = "load_orders"
+    task_id = "extract"
+    try_number = 2
+    state = "failed"
+
+
+def test_dag_failure_context_becomes_a_valid_generic_event():
+    event = event_from_context({"dag_run": _Run()}, deployment="prod")
+    parsed = parse_event(event)
+    assert (parsed.type, parsed.dag_id, parsed.run_id, parsed.deployment) == ("dag_run.failed", "load_orders", "manual__1", "prod")
+
+
+def test_task_failure_context_carries_task_and_try():
+    event = event_from_context({"dag_run": _Run(), "ti": _TI(), "task": object(), "exception": ValueError("boom")})
+    parsed = parse_event(event)
+    assert parsed.type == "task_instance.failed"
+    assert parsed.task_id == "extract"
+    assert parsed.attributes["try_number"] == 2
+    assert parsed.message == "boom"
+
+
+def test_event_id_is_stable_for_the_same_state_change():
+    a = event_from_context({"dag_run": _Run()})
+    b = event_from_context({"dag_run": _Run()})
+    assert a["id"] == b["id"]
+    assert a["id"] != event_from_context({"dag_run": _Run()}, event_type="dag_run.success")["id"]
+
+
+@responses.activate
+def test_notify_posts_a_signature_the_relay_accepts(monkeypatch):
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    seen = []
+
+    def check(request):
+        webhook_id = verify_standard_webhook(dict(request.headers), request.body, [SECRET])
+        seen.append((webhook_id, json.loads(request.body)))
+        return (202, {}, "{}")
+
+    responses.add_callback(responses.POST, URL, callback=check)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    assert len(seen) == 1
+    webhook_id, body = seen[0]
+    assert webhook_id == body["id"]
+    assert body["type"] == "dag_run.failed"
+
+
+@responses.activate
+def test_notify_retries_5xx_then_gives_up_without_raising(monkeypatch, caplog):
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    monkeypatch.setattr("astro_xdeps.notifications.relay.time.sleep", lambda s: None)
+    responses.add(responses.POST, URL, status=503)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET", retries=2).notify({"dag_run": _Run()})
+    assert len(responses.calls) == 3
+    assert "gave up" in caplog.text
+    assert SECRET not in caplog.text
+
+
+@responses.activate
+def test_notify_does_not_retry_a_refusal(monkeypatch):
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    responses.add(responses.POST, URL, status=401, json={"error": "no signature matched"})
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("env", [None, ""])
+def test_missing_secret_is_logged_not_raised(monkeypatch, caplog, env):
+    monkeypatch.delenv("RELAY_SECRET", raising=False)
+    if env is not None:
+        monkeypatch.setenv("RELAY_SECRET", env)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    assert "secret_env" in caplog.text
