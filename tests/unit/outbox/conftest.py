@@ -1,0 +1,106 @@
+"""Outbox fixtures: the same behavioural tests run against SQLite and PostgreSQL.
+
+PostgreSQL tests use ``XDEPS_TEST_PG_URL`` (default: the local test database). Each test gets
+its own table prefix, dropped afterwards, so tests never see each other's items. When the
+database is unreachable they skip, except under ``CI`` where they fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+
+from astro_xdeps.outbox import DEFAULT_SQLITE_FILENAME, Outbox
+from astro_xdeps.outbox.models import DEFAULT_TABLE_PREFIX
+
+PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class Store:
+    """Where one test's outbox lives; ``open()`` returns a new Outbox on it (closed at teardown).
+
+    ``url`` and ``table_prefix`` are plain values so child processes can open the same store.
+    """
+
+    backend: str
+    url: str
+    table_prefix: str
+    _opened: list[Outbox] = field(default_factory=list)
+
+    def open(self) -> Outbox:
+        outbox = Outbox.from_url(self.url, table_prefix=self.table_prefix)
+        self._opened.append(outbox)
+        return outbox
+
+    def close_all(self) -> None:
+        for outbox in self._opened:
+            outbox.close()
+
+
+@functools.cache
+def _pg_unreachable_reason() -> str | None:
+    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:
+        return " ".join(str(getattr(exc, "orig", exc)).split())[:200]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The PostgreSQL URL; skips (fails under CI) when the server cannot be reached."""
+    reason = _pg_unreachable_reason()
+    if reason is not None:
+        where = sa.make_url(PG_URL).render_as_string(hide_password=True)
+        message = f"PostgreSQL at {where} is unreachable ({reason})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI is set, so the PostgreSQL outbox tests must run.")
+        pytest.skip(f"{message}; start it or set XDEPS_TEST_PG_URL to run the PostgreSQL outbox tests.")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_prefix(pg_url: str) -> Iterator[str]:
+    """A table prefix no other test uses; its outbox table is dropped after the test."""
+    prefix = f"xdeps_t{uuid.uuid4().hex[:10]}_"
+    yield prefix
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}outbox")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
+    """An empty outbox store on each backend."""
+    if request.param == "sqlite":
+        spec = Store("sqlite", f"sqlite:///{tmp_path / DEFAULT_SQLITE_FILENAME}", DEFAULT_TABLE_PREFIX)
+    else:
+        spec = Store("postgresql", request.getfixturevalue("pg_url"), request.getfixturevalue("pg_prefix"))
+    yield spec
+    spec.close_all()
+
+
+@pytest.fixture
+def outbox(store: Store) -> Outbox:
+    return store.open()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path) -> Iterator[Store]:
+    """An empty SQLite outbox store, for SQLite-only tests."""
+    spec = Store("sqlite", f"sqlite:///{tmp_path / DEFAULT_SQLITE_FILENAME}", DEFAULT_TABLE_PREFIX)
+    yield spec
+    spec.close_all()
