@@ -43,6 +43,7 @@ class LocalDeployment:
     port: int = 0
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    started_groups: list[int] = field(default_factory=list)  # every process group ever started
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)
@@ -141,6 +142,7 @@ class LocalDeployment:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self.started_groups.append(self.procs[component].pid)
         log.close()
 
     def wait_ready(self, timeout: float = 120) -> None:
