@@ -82,7 +82,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                 d.start_component(component)
         for d in (up, down):
             d.wait_ready()
-        for dag_id in ("producer_dag", "flaky_producer_dag", "extract_a", "extract_b"):
+        for dag_id in ("producer_dag", "flaky_producer_dag", "extract_a", "extract_b", "late_producer"):
             up.wait_for_dag(dag_id)
         for dag_id in ("consumer_dag", "recovery_dag", "report_dag"):
             down.wait_for_dag(dag_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from astro_xdeps.testing.local_deployment import COMPONENTS
 from tests.integration.conftest import run_cli
@@ -111,3 +112,26 @@ def test_received_events_are_not_bounced_back(upstream, downstream):
     assert len(after) == before + 1
     assert all("xdeps" not in (e.get("extra") or {}) for e in after)
     assert "empty: nothing pending" in _outbox_status(downstream)
+
+
+def test_asset_missing_downstream_is_retried_reported_and_delivered_once_it_exists(upstream, downstream):
+    late = "file://include/late_bears"
+    run_id = upstream.trigger("late_producer", run_id=f"late_{uuid.uuid4().hex[:8]}")
+    assert upstream.wait_for_run("late_producer", run_id)["state"] == "success"
+    time.sleep(4)
+    status = _outbox_status(upstream)
+    assert "pending" in status and f"No asset with uri '{late}'" in status, status
+
+    # Deploy the consumer downstream: once parsed, the asset exists and the retry succeeds.
+    downstream.add_dag(Path(__file__).with_name("dags_later") / "late_consumer.py")
+    downstream.wait_for_dag("late_consumer")
+    deadline = time.monotonic() + 90
+    events: list = []
+    while time.monotonic() < deadline and not events:
+        events = [
+            e for e in downstream.asset_events(late) if e["extra"]["xdeps"]["source"]["run_id"] == run_id
+        ]
+        time.sleep(1)
+    time.sleep(3)
+    events = [e for e in downstream.asset_events(late) if e["extra"]["xdeps"]["source"]["run_id"] == run_id]
+    assert len(events) == 1
