@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -152,6 +153,29 @@ def ensure_worker() -> DeliveryWorker | None:
         log.info("astro-xdeps delivery worker started in pid %s", os.getpid())
     worker.wake()
     return worker
+
+
+def process_role() -> str | None:
+    """Which long-running Airflow component this process is, from its command line.
+
+    The api-server fires no lifecycle hook, and the scheduler's ``on_starting`` fires before
+    its job type is set, so the command line is the one reliable signal for both.
+    """
+    for arg in sys.argv[1:3]:
+        if arg in ("api-server", "webserver", "scheduler"):
+            return arg
+    return None
+
+
+def start_worker_for_component() -> None:
+    """In an api-server or scheduler with forwarding or a relay configured: deliver leftovers now."""
+    if process_role() is None:
+        return
+    try:
+        if settings.get("relay_config") or forwarding_plan().enabled:
+            ensure_worker()
+    except Exception:
+        log.exception("astro-xdeps could not start the delivery worker")
 
 
 def reset() -> None:

@@ -73,11 +73,14 @@ def forward(event: SourceEvent) -> int:
         if not items:
             return 0
         runtime.get_outbox().enqueue(items)
-        runtime.ensure_worker()
-        return len(items)
     except Exception:
         log.exception("astro-xdeps could not enqueue the asset event of %s; it is not forwarded", event.uri)
         return 0
+    try:
+        runtime.ensure_worker()
+    except Exception:  # the items are stored: any later worker (or `outbox drain`) delivers them
+        log.exception("astro-xdeps enqueued the asset event of %s but could not start its worker", event.uri)
+    return len(items)
 
 
 class AssetForwardingListener:
@@ -106,15 +109,7 @@ class AssetForwardingListener:
 
         Task processes fire this hook too; they are short-lived and get no worker from it.
         """
-        if getattr(component, "job_type", None) != "SchedulerJob":
-            return
-        try:
-            from astro_xdeps import settings
-
-            if runtime.forwarding_plan().enabled or settings.get("relay_config"):
-                runtime.ensure_worker()
-        except Exception:
-            log.exception("astro-xdeps could not start the delivery worker")
+        runtime.start_worker_for_component()
 
 
 asset_listener = AssetForwardingListener()

@@ -169,7 +169,8 @@ class DeliveryWorker:
             log.error("Outbox item %s to %s is dead: %s", item.id, item.target, exc)
             return DrainStats(dead=1)
         except (TransientError, NotFoundError, AuthError, ConfigError) as exc:
-            if isinstance(exc, TransientError) and not exc.ambiguous:
+            if isinstance(exc, TransientError) and exc.status is None and not exc.ambiguous:
+                # Unreachable (refused, connect timeout), not merely busy: skip its other items.
                 with lock:
                     down.add(item.target)
             if isinstance(exc, (AuthError, ConfigError)):
@@ -213,7 +214,8 @@ class DeliveryWorker:
         payload = item.payload
         if item.kind == ASSET_EVENT:
             uri, event_id = payload["uri"], payload["event_id"]
-            if item.attempts > 1:
+            # Any earlier try may have arrived, even one before an operator's replay (attempts 0).
+            if item.attempts > 1 or item.last_error is not None:
                 try:
                     found = client.find_event(uri, EVENT_ID_KEY, event_id)
                 except NotFoundError:
@@ -252,6 +254,8 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # A fresh (thread-less until used) pool, so start() or drain() after stop() still deliver.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
 
     @property
     def running(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -11,10 +10,6 @@ from astro_xdeps.listeners.assets import asset_listener
 from astro_xdeps.listeners.states import state_listener
 
 log = logging.getLogger(__name__)
-
-
-def _is_api_server() -> bool:
-    return any(arg in ("api-server", "webserver") for arg in sys.argv[1:3])
 
 
 def _relay_apps() -> list[dict]:
@@ -50,12 +45,6 @@ class XdepsPlugin(AirflowPlugin):
     def on_load(cls, *args, **kwargs) -> None:
         # The api-server fires no lifecycle hook, yet it is where asset events are recorded:
         # start delivering there at once, so items left by a crashed process go out now.
-        if not _is_api_server():
-            return
-        try:
-            from astro_xdeps import runtime, settings
+        from astro_xdeps import runtime
 
-            if runtime.forwarding_plan().enabled or settings.get("relay_config"):
-                runtime.ensure_worker()
-        except Exception:
-            log.exception("astro-xdeps could not start the delivery worker")
+        runtime.start_worker_for_component()

@@ -53,6 +53,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             EXAMPLES / "flaky_producer_dag.py",
             TEST_DAGS / "extract_a.py",
             TEST_DAGS / "extract_b.py",
+            TEST_DAGS / "late_producer.py",
         ],
     )
     down = LocalDeployment(
