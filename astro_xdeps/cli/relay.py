@@ -47,11 +47,16 @@ def run_explain(path: str, event_json: str, out: TextIO) -> int:
     except (json.JSONDecodeError, OSError) as exc:
         sys.stderr.write(f"the event is not readable JSON: {exc}\n")
         return EXIT_USAGE
-    engine = RelayEngine(config, runtime.get_outbox())
+    try:
+        engine = RelayEngine(config, runtime.get_outbox())
+        lines = engine.explain(event)
+    except XdepsError as exc:
+        sys.stderr.write(f"astro-xdeps relay explain: {exc}\n")
+        return EXIT_FAILED
     out.write(
         f"event: {event.type} dag_id={event.dag_id} run_id={event.run_id} deployment={event.deployment}\n"
     )
-    for line in engine.explain(event):
+    for line in lines:
         out.write(line + "\n")
     return EXIT_OK
 

@@ -73,7 +73,7 @@ def _from_dag_run(event_type: str, dag_run: Any, msg: Any) -> None:
             event_type,
             dag_id=dag_run.dag_id,
             run_id=dag_run.run_id,
-            deployment=runtime.forwarding_plan().deployment,
+            deployment=settings.deployment_name(),
             occurred_at=getattr(dag_run, "end_date", None),
             message=msg if isinstance(msg, str) else None,
         )
@@ -103,7 +103,7 @@ class StateListener:
                 run_id=task_instance.run_id,
                 task_id=task_instance.task_id,
                 try_number=getattr(task_instance, "try_number", None),
-                deployment=runtime.forwarding_plan().deployment,
+                deployment=settings.deployment_name(),
                 occurred_at=getattr(task_instance, "end_date", None),
                 message=str(error)[:2000] if error else None,
             )

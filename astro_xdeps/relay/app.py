@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from astro_xdeps.exceptions import ConfigError, XdepsError
 from astro_xdeps.outbox.store import Outbox
@@ -173,7 +174,7 @@ def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
         if ctype != "application/json":
             return _error(415, f"content-type must be application/json, got {ctype!r}", metrics, source.name)
         try:
-            source_secrets = secrets(source)
+            source_secrets = await run_in_threadpool(secrets, source)
         except ConfigError as exc:
             log.error("Relay source %s: %s", source.name, exc)
             return _error(500, f"relay misconfigured: {exc}", metrics, source.name)
@@ -200,7 +201,8 @@ def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
         except PayloadError as exc:
             return _error(422, str(exc), metrics, source.name)
         try:
-            result = rt.engine.ingest(event)
+            # Database work off the event loop: a mounted relay must not stall the api-server.
+            result = await run_in_threadpool(rt.engine.ingest, event)
         except XdepsError as exc:
             log.error("Relay could not record event %s: %s", event.id, exc)
             metrics.request(source.name, 503)

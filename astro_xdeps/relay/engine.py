@@ -44,7 +44,7 @@ class RelayEngine:
             if not rule.all_of:
                 result.planned += plan_actions(rule, [event])
                 continue
-            fired = self.state.record(rule, conditions, event, max(now, event.occurred_at.timestamp()))
+            fired = self.state.record(rule, conditions, event, now)
             if fired is None:
                 result.waiting.append(rule.name)
             else:
@@ -68,10 +68,14 @@ class RelayEngine:
         if not matches:
             return [f"no rule matches {event.type} of {event.dag_id}"]
         for rule, conditions in matches:
+            firing = [event]
             if rule.all_of:
-                pending = self.state.pending(rule, now)
-                have = set(pending) | set(conditions)
-                missing = [i for i in range(len(rule.conditions)) if i not in have]
+                # The firing ``ingest`` would make: the latest pending event per condition.
+                latest = self.state.latest_pending(rule, now)
+                for i in conditions:
+                    if i not in latest or latest[i].occurred_at <= event.occurred_at:
+                        latest[i] = event
+                missing = [i for i in range(len(rule.conditions)) if i not in latest]
                 head = f"rule {rule.name}: matches condition(s) {', '.join(str(i + 1) for i in conditions)} of {len(rule.conditions)}"
                 if missing:
                     lines.append(
@@ -79,9 +83,10 @@ class RelayEngine:
                     )
                     continue
                 lines.append(f"{head}; the others are recorded: it would fire")
+                firing = sorted(latest.values(), key=lambda e: e.occurred_at)
             else:
                 lines.append(f"rule {rule.name}: matches")
-            for p in plan_actions(rule, [event]):
+            for p in plan_actions(rule, firing):
                 if p.kind == "dag_run":
                     lines.append(
                         f"  -> trigger {p.payload['dag_id']} on {p.target} as run {p.payload['dag_run_id']}"

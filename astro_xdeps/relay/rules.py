@@ -206,6 +206,10 @@ def _check_template(value: Any, where: str) -> None:
                 raise ConfigError(
                     f"{where}: unknown template field {{{name}}}; known: {', '.join(TEMPLATE_FIELDS)}."
                 )
+        try:  # a format spec or conversion that only fails when rendered, e.g. {dag_id:d}
+            value.format_map(dict.fromkeys(TEMPLATE_FIELDS, ""))
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise ConfigError(f"{where}: bad template {value!r} ({exc}); use plain {{dag_id}}.") from None
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_template(v, f"{where}.{k}")
@@ -263,6 +267,8 @@ def _parse_rule(raw: Any, where: str) -> Rule:
         )
     if "when" in raw:
         conds = raw["when"] if isinstance(raw["when"], list) else [raw["when"]]
+        if not conds:
+            raise ConfigError(f"{where}.when: list at least one condition.")
         if "within" in raw:
             raise ConfigError(f"{where}.within: only applies to 'when_all'.")
         within = None
@@ -335,9 +341,9 @@ def _parse_source(raw: Any, where: str) -> Source:
 
 def parse_config(data: Any, *, source: str = "relay config") -> RelayConfig:
     """Validate a relay config; every error names the source, rule or field it is about."""
+    _expect(data, dict, source)
+    _check_keys(data, {"sources", "rules", "max_body_bytes"}, source)
     try:
-        _expect(data, dict, source)
-        _check_keys(data, {"sources", "rules", "max_body_bytes"}, source)
         sources = tuple(
             _parse_source(s, f"sources[{i}]")
             for i, s in enumerate(_expect(data.get("sources", []), list, "sources"))

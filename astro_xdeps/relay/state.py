@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from astro_xdeps.outbox.store import OutboxError
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import Rule
 
@@ -38,8 +40,17 @@ class RelayState:
         self._engine = engine
         self._write_engine = write_engine or engine
         self._lock = threading.Lock()
-        with self._write_engine.begin() as conn:
+        with self._db("create the relay state table"), self._write_engine.begin() as conn:
             _metadata.create_all(conn, checkfirst=True)
+
+    @contextmanager
+    def _db(self, op: str) -> Iterator[None]:
+        """Database errors become OutboxError (the relay answers 503: retry), like the outbox's own."""
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+            raise OutboxError(f"The relay state could not {op}: {reason}") from exc
 
     def record(
         self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
@@ -51,9 +62,19 @@ class RelayState:
         """
         assert rule.within_seconds is not None
         window_start = now - rule.within_seconds
-        occurred = event.occurred_at.timestamp()
+        # A sender's clock ahead of ours must not move the window: nothing happens after now.
+        occurred = min(event.occurred_at.timestamp(), now)
         t = state_table
-        with self._lock, self._write_engine.begin() as conn:
+        with self._lock, self._db("record an event"), self._write_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas sharing the database take turns per rule (SQLite: BEGIN IMMEDIATE does
+                # this). Otherwise two concurrent events each miss the other's uncommitted row, and
+                # neither fires.
+                conn.execute(
+                    sa.select(
+                        sa.func.pg_advisory_xact_lock(sa.func.hashtext(state_table.name + ":" + rule.name))
+                    )
+                )
             conn.execute(sa.delete(t).where(t.c.rule == rule.name, t.c.occurred_at < window_start))
             fired_before = conn.execute(
                 sa.select(t.c.firing).where(
@@ -109,7 +130,7 @@ class RelayState:
         """Unconsumed event ids per condition inside the window (for ``relay explain``)."""
         assert rule.within_seconds is not None
         t = state_table
-        with self._engine.connect() as conn:
+        with self._db("read pending events"), self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.c.condition, t.c.event_id).where(
                     t.c.rule == rule.name,
@@ -121,3 +142,19 @@ class RelayState:
         for row in rows:
             out.setdefault(row.condition, []).append(row.event_id)
         return out
+
+    def latest_pending(self, rule: Rule, now: float) -> dict[int, StateEvent]:
+        """The latest unconsumed event per condition inside the window, as ``record`` would pick it."""
+        assert rule.within_seconds is not None
+        t = state_table
+        with self._db("read pending events"), self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.condition, t.c.event)
+                .where(
+                    t.c.rule == rule.name,
+                    t.c.consumed.is_(False),
+                    t.c.occurred_at >= now - rule.within_seconds,
+                )
+                .order_by(t.c.occurred_at)
+            ).all()
+        return {row.condition: StateEvent.from_dict(json.loads(row.event)) for row in rows}
