@@ -23,6 +23,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+
 def _config() -> dict[str, Any]:
     from astro_xdeps.settings import OPTIONS, SECTION
 

@@ -52,8 +52,16 @@ class Demo:
     def __init__(self, home: Path, out=sys.stdout) -> None:
         self.out = out
         self.started = time.monotonic()
-        self.up = LocalDeployment("upstream", home / "upstream", dags=[EXAMPLES / "producer_dag.py", EXAMPLES / "flaky_producer_dag.py"])
-        self.down = LocalDeployment("downstream", home / "downstream", dags=[EXAMPLES / "consumer_dag.py", EXAMPLES / "recovery_dag.py"])
+        self.up = LocalDeployment(
+            "upstream",
+            home / "upstream",
+            dags=[EXAMPLES / "producer_dag.py", EXAMPLES / "flaky_producer_dag.py"],
+        )
+        self.down = LocalDeployment(
+            "downstream",
+            home / "downstream",
+            dags=[EXAMPLES / "consumer_dag.py", EXAMPLES / "recovery_dag.py"],
+        )
         rules = home / "relay.yaml"
         rules.parent.mkdir(parents=True, exist_ok=True)
         rules.write_text(RELAY_RULES)
@@ -81,10 +89,15 @@ class Demo:
         for d in (self.up, self.down):
             d.wait_ready(timeout=180)
             self.say(f"  {d.name:<10} ready at {d.url}")
-        for d, dags in ((self.up, ("producer_dag", "flaky_producer_dag")), (self.down, ("consumer_dag", "recovery_dag"))):
+        for d, dags in (
+            (self.up, ("producer_dag", "flaky_producer_dag")),
+            (self.down, ("consumer_dag", "recovery_dag")),
+        ):
             for dag_id in dags:
                 d.wait_for_dag(dag_id, timeout=180)
-        self.say("  DAGs parsed: upstream producer_dag, flaky_producer_dag; downstream consumer_dag, recovery_dag")
+        self.say(
+            "  DAGs parsed: upstream producer_dag, flaky_producer_dag; downstream consumer_dag, recovery_dag"
+        )
         self.say()
 
     # -- story --------------------------------------------------------------------------------
@@ -100,7 +113,9 @@ class Demo:
     def _consumer_run_after(self, since: float, timeout: float = 90) -> dict | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [r for r in self.down.dag_runs("consumer_dag") if (_ts(r.get("queued_at")) or 0) >= since - 1]
+            runs = [
+                r for r in self.down.dag_runs("consumer_dag") if (_ts(r.get("queued_at")) or 0) >= since - 1
+            ]
             if runs:
                 run = min(runs, key=lambda r: _ts(r["queued_at"]) or 0)
                 return self.down.wait_for_run("consumer_dag", run["dag_run_id"])
@@ -118,43 +133,70 @@ class Demo:
         consumer = self._consumer_run_after(arrived) if arrived else None
         queued = _ts(consumer.get("queued_at")) if consumer else None
         finished = _ts(consumer.get("end_date")) if consumer else None
-        self.say(f"   upstream task get_bear done            {datetime.fromtimestamp(task_done or 0):%H:%M:%S.%f}"[:-3])
+        self.say(
+            f"   upstream task get_bear done            {datetime.fromtimestamp(task_done or 0):%H:%M:%S.%f}"[
+                :-3
+            ]
+        )
         self.say(f"   -> asset event created downstream      +{_ms(task_done, arrived)}")
         self.say(f"   -> consumer_dag run queued downstream  +{_ms(arrived, queued)}")
-        self.say(f"   -> consumer_dag run finished           +{_ms(queued, finished)}  ({consumer['state'] if consumer else 'missing'})")
+        self.say(
+            f"   -> consumer_dag run finished           +{_ms(queued, finished)}  ({consumer['state'] if consumer else 'missing'})"
+        )
         if event:
             src = event["extra"]["xdeps"]["source"]
-            self.say(f"   provenance: {src['deployment']} / {src['dag_id']} / {src['task_id']} / {src['run_id']}")
+            self.say(
+                f"   provenance: {src['deployment']} / {src['dag_id']} / {src['task_id']} / {src['run_id']}"
+            )
         self.summary["forwarding"] = {
             "event_arrived": event is not None,
             "consumer_state": consumer["state"] if consumer else None,
             "task_to_event_ms": None if not (task_done and arrived) else round((arrived - task_done) * 1000),
-            "event_to_consumer_queued_ms": None if not (arrived and queued) else round((queued - arrived) * 1000),
+            "event_to_consumer_queued_ms": None
+            if not (arrived and queued)
+            else round((queued - arrived) * 1000),
             "consumer_run_ms": None if not (queued and finished) else round((finished - queued) * 1000),
         }
         self.say()
 
     def relay(self) -> None:
         self.say("2) state trigger: flaky_producer_dag fails upstream")
-        run_id = self.up.trigger("flaky_producer_dag", run_id=f"demo_fail_{uuid.uuid4().hex[:6]}", conf={"fail": True})
+        run_id = self.up.trigger(
+            "flaky_producer_dag", run_id=f"demo_fail_{uuid.uuid4().hex[:6]}", conf={"fail": True}
+        )
         failed = self.up.wait_for_run("flaky_producer_dag", run_id)
         failed_at = _ts(failed.get("end_date"))
         recovery = None
         deadline = time.monotonic() + 90
         while recovery is None and time.monotonic() < deadline:
-            recovery = next((r for r in self.down.dag_runs("recovery_dag") if (r.get("conf") or {}).get("failed_run") == run_id), None)
+            recovery = next(
+                (
+                    r
+                    for r in self.down.dag_runs("recovery_dag")
+                    if (r.get("conf") or {}).get("failed_run") == run_id
+                ),
+                None,
+            )
             time.sleep(0.5)
         if recovery:
             recovery = self.down.wait_for_run("recovery_dag", recovery["dag_run_id"])
         queued = _ts(recovery.get("queued_at")) if recovery else None
         finished = _ts(recovery.get("end_date")) if recovery else None
-        self.say(f"   upstream run {failed['state']} (scheduler listener -> relay rule recover-flaky-producer)")
-        self.say(f"   -> recovery_dag run queued downstream  +{_ms(failed_at, queued)}  run id {recovery['dag_run_id'] if recovery else '-'}")
-        self.say(f"   -> recovery_dag run finished           +{_ms(queued, finished)}  ({recovery['state'] if recovery else 'missing'})")
+        self.say(
+            f"   upstream run {failed['state']} (scheduler listener -> relay rule recover-flaky-producer)"
+        )
+        self.say(
+            f"   -> recovery_dag run queued downstream  +{_ms(failed_at, queued)}  run id {recovery['dag_run_id'] if recovery else '-'}"
+        )
+        self.say(
+            f"   -> recovery_dag run finished           +{_ms(queued, finished)}  ({recovery['state'] if recovery else 'missing'})"
+        )
         self.summary["relay"] = {
             "upstream_state": failed["state"],
             "recovery_state": recovery["state"] if recovery else None,
-            "failure_to_recovery_queued_ms": None if not (failed_at and queued) else round((queued - failed_at) * 1000),
+            "failure_to_recovery_queued_ms": None
+            if not (failed_at and queued)
+            else round((queued - failed_at) * 1000),
         }
         self.say()
 
@@ -169,7 +211,10 @@ class Demo:
         self.say("   two producer runs finished upstream while downstream was down; upstream outbox:")
         status = subprocess.run(
             [str(Path(sys.executable).with_name("astro-xdeps")), "outbox", "status"],
-            env={**self.up.env()}, capture_output=True, text=True, timeout=60,
+            env={**self.up.env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         for line in status.stdout.splitlines():
             self.say(f"     {line[:150]}")
@@ -180,24 +225,40 @@ class Demo:
         counts = []
         events = self.down.asset_events(BEARS, limit=100)
         for r in run_ids:
-            counts.append(sum(1 for e in events if (e.get("extra") or {}).get("xdeps", {}).get("source", {}).get("run_id") == r))
-        self.say(f"   -> {sum(arrived)} of 2 events arrived {time.monotonic() - back:.0f}s after restart; duplicates: {sum(c - 1 for c in counts if c > 1)}")
+            counts.append(
+                sum(
+                    1
+                    for e in events
+                    if (e.get("extra") or {}).get("xdeps", {}).get("source", {}).get("run_id") == r
+                )
+            )
+        self.say(
+            f"   -> {sum(arrived)} of 2 events arrived {time.monotonic() - back:.0f}s after restart; duplicates: {sum(c - 1 for c in counts if c > 1)}"
+        )
         self.summary["outage"] = {"sent": 2, "arrived": sum(arrived), "per_run_counts": counts}
         self.say()
 
     def report(self) -> bool:
         f, r, o = self.summary["forwarding"], self.summary["relay"], self.summary["outage"]
         ok = (
-            f.get("event_arrived") and f.get("consumer_state") == "success"
+            f.get("event_arrived")
+            and f.get("consumer_state") == "success"
             and r.get("recovery_state") == "success"
-            and o.get("arrived") == 2 and o.get("per_run_counts") == [1, 1]
+            and o.get("arrived") == 2
+            and o.get("per_run_counts") == [1, 1]
         )
         self.summary["ok"] = bool(ok)
         self.summary["seconds"] = round(time.monotonic() - self.started)
         self.say("summary")
-        self.say(f"   asset forwarding      {'OK' if f.get('consumer_state') == 'success' else 'FAILED'}   task -> event {f.get('task_to_event_ms')} ms, event -> consumer queued {f.get('event_to_consumer_queued_ms')} ms")
-        self.say(f"   failure -> recovery   {'OK' if r.get('recovery_state') == 'success' else 'FAILED'}   failure -> recovery queued {r.get('failure_to_recovery_queued_ms')} ms")
-        self.say(f"   downstream outage     {'OK' if o.get('per_run_counts') == [1, 1] else 'FAILED'}   {o.get('arrived')} of 2 delivered after restart, none twice")
+        self.say(
+            f"   asset forwarding      {'OK' if f.get('consumer_state') == 'success' else 'FAILED'}   task -> event {f.get('task_to_event_ms')} ms, event -> consumer queued {f.get('event_to_consumer_queued_ms')} ms"
+        )
+        self.say(
+            f"   failure -> recovery   {'OK' if r.get('recovery_state') == 'success' else 'FAILED'}   failure -> recovery queued {r.get('failure_to_recovery_queued_ms')} ms"
+        )
+        self.say(
+            f"   downstream outage     {'OK' if o.get('per_run_counts') == [1, 1] else 'FAILED'}   {o.get('arrived')} of 2 delivered after restart, none twice"
+        )
         self.say(f"   {'all good' if ok else 'SOMETHING FAILED'} in {self.summary['seconds']} s")
         return bool(ok)
 
@@ -209,7 +270,9 @@ class Demo:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="leave both deployments running and print their URLs")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave both deployments running and print their URLs"
+    )
     parser.add_argument("--summary", type=Path, help="write the outcome as JSON to this file")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="xdeps-demo-"))

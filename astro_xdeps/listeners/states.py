@@ -9,7 +9,6 @@ same state change has no second effect. Active only when ``[astro_xdeps] relay_c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime, settings
-from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.events import StateEvent, state_change_id
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,7 @@ def state_event(
     message: str | None = None,
 ) -> StateEvent:
     """A StateEvent with an id that is the same every time this state change is reported."""
-    key = "\x1f".join(str(p) for p in (deployment, event_type, dag_id, run_id, task_id, try_number))
-    event_id = "af-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    event_id = state_change_id("af", deployment, event_type, dag_id, run_id, task_id, try_number)
     attributes: dict[str, Any] = {"source": "listener"}
     if try_number is not None:
         attributes["try_number"] = try_number

@@ -14,7 +14,6 @@ twice is one event for the relay.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import requests
 
 from astro_xdeps.exceptions import ConfigError
+from astro_xdeps.relay.events import state_change_id
 from astro_xdeps.relay.signing import webhook_headers
 from astro_xdeps.version_compat import BaseHook, BaseNotifier
 
@@ -52,9 +52,8 @@ def event_from_context(
         scope = "task_instance" if task_id else "dag_run"
         event_type = f"{scope}.{'failed' if failed else 'success'}"
     try_number = getattr(ti, "try_number", None)
-    key = "\x1f".join(str(p) for p in (deployment, event_type, dag_id, run_id, task_id, try_number))
     event = {
-        "id": "cb-" + hashlib.sha256(key.encode()).hexdigest()[:32],
+        "id": state_change_id("cb", deployment, event_type, dag_id, run_id, task_id, try_number),
         "type": event_type,
         "dag_id": dag_id,
         "run_id": run_id,

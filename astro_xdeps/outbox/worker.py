@@ -283,9 +283,6 @@ class DeliveryWorker:
 
 def _round_robin(groups: list[list[Item]]) -> list[list[Item]]:
     out: list[list[Item]] = []
-    i = 0
     while any(groups):
-        row = [g.pop(0) for g in groups if g]
-        out.append(row)
-        i += 1
+        out.append([g.pop(0) for g in groups if g])
     return out

@@ -564,6 +564,15 @@ def _finite_float(text: str) -> float:
     return number
 
 
+def state_change_id(prefix: str, *parts: Any) -> str:
+    """A stable event id for one state change: the same parts always give the same id.
+
+    The listener and the notifier use it, so a hook or callback that runs twice for the same
+    change is one event for the rules.
+    """
+    return f"{prefix}-{_digest(list(parts))}"
+
+
 def _digest(parts: list[Any]) -> str:
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]

@@ -199,7 +199,9 @@ class LocalDeployment:
         for attempt in range(4):
             try:
                 headers = {"Authorization": f"Bearer {self.token()}"}
-                r = requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+                r = requests.request(
+                    method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs
+                )
             except (requests.ConnectionError, requests.Timeout):
                 if attempt == 3:
                     raise
@@ -220,7 +222,9 @@ class LocalDeployment:
             if r.status_code == 200:
                 return r.json()
             time.sleep(1)
-        raise TimeoutError(f"[{self.name}] DAG {dag_id} not parsed after {timeout:.0f}s; see {self.home}/logs")
+        raise TimeoutError(
+            f"[{self.name}] DAG {dag_id} not parsed after {timeout:.0f}s; see {self.home}/logs"
+        )
 
     def trigger(self, dag_id: str, run_id: str | None = None, conf: dict | None = None) -> str:
         """Start a run of ``dag_id`` now; return its run id."""

@@ -17,7 +17,10 @@ def test_the_demo_tells_the_whole_story_and_leaves_no_process(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "astro_xdeps.demo", "--summary", str(summary)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

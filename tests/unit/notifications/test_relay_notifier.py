@@ -32,11 +32,18 @@ class _TI:
 def test_dag_failure_context_becomes_a_valid_generic_event():
     event = event_from_context({"dag_run": _Run()}, deployment="prod")
     parsed = parse_event(event)
-    assert (parsed.type, parsed.dag_id, parsed.run_id, parsed.deployment) == ("dag_run.failed", "load_orders", "manual__1", "prod")
+    assert (parsed.type, parsed.dag_id, parsed.run_id, parsed.deployment) == (
+        "dag_run.failed",
+        "load_orders",
+        "manual__1",
+        "prod",
+    )
 
 
 def test_task_failure_context_carries_task_and_try():
-    event = event_from_context({"dag_run": _Run(), "ti": _TI(), "task": object(), "exception": ValueError("boom")})
+    event = event_from_context(
+        {"dag_run": _Run(), "ti": _TI(), "task": object(), "exception": ValueError("boom")}
+    )
     parsed = parse_event(event)
     assert parsed.type == "task_instance.failed"
     assert parsed.task_id == "extract"
