@@ -4,6 +4,10 @@
 
     @dag(on_failure_callback=RelayNotifier(), on_success_callback=RelayNotifier(), ...)
 
+    # Airflow 3.1+ deadline alert: runs in the triggerer, sends dag_run.late
+    DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=1),
+                  callback=AsyncCallback(RelayNotifier, kwargs={"conn_id": "xdeps_relay"}))
+
 The relay is an Airflow connection (default ``xdeps_relay``): Host = the relay's events URL
 including the source, e.g. ``https://upstream.example/xdeps/relay/events/callbacks``;
 Password = the source's secret (``whsec_...`` for Standard Webhooks; Extra
@@ -14,6 +18,7 @@ twice is one event for the relay.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -31,22 +36,38 @@ from astro_xdeps.version_compat import BaseHook, BaseNotifier
 log = logging.getLogger(__name__)
 
 
+def _field(obj: Any, *names: str) -> Any:
+    """An attribute of a model object, or a key of the JSON dict a deadline callback gets."""
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
 def event_from_context(
     context: Any, event_type: str | None = None, deployment: str | None = None
 ) -> dict[str, Any]:
-    """The relay's generic event for a callback context (pure)."""
+    """The relay's generic event for a callback context (pure).
+
+    Task and DAG callbacks get model objects; Airflow 3.1+ deadline alerts get a small context
+    whose ``dag_run`` is a JSON dict and which has a ``deadline`` key (then the type is
+    ``dag_run.late`` unless given).
+    """
     dag_run = context.get("dag_run")
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
-    dag_id = getattr(dag_run, "dag_id", None) or getattr(dag, "dag_id", None)
-    run_id = getattr(dag_run, "run_id", None)
+    dag_id = _field(dag_run, "dag_id") or _field(dag, "dag_id")
+    run_id = _field(dag_run, "run_id", "dag_run_id")
+    if event_type is None and context.get("deadline") is not None:
+        event_type = "dag_run.late"
     task_id = (
         getattr(ti, "task_id", None)
         if context.get("task") is not None or (event_type and event_type.startswith("task_instance"))
         else None
     )
     if event_type is None:
-        failed = context.get("exception") is not None or str(getattr(ti or dag_run, "state", "")).endswith(
+        failed = context.get("exception") is not None or str(_field(ti or dag_run, "state") or "").endswith(
             "failed"
         )
         scope = "task_instance" if task_id else "dag_run"
@@ -85,8 +106,13 @@ class RelayNotifier(BaseNotifier):
         deployment: str | None = None,
         timeout: float = 10.0,
         retries: int = 3,
+        context: Any = None,
     ) -> None:
-        super().__init__()
+        # Deadline alerts construct the notifier with the context (``await RelayNotifier(...)``).
+        if context is not None:
+            super().__init__(context=context)
+        else:
+            super().__init__()
         self.conn_id = conn_id
         self.url = url
         self.secret_env = secret_env
@@ -111,6 +137,10 @@ class RelayNotifier(BaseNotifier):
         url = conn.host if "://" in conn.host else f"https://{conn.host}"
         auth = (conn.extra_dejson or {}).get("auth", "standard-webhooks")
         return url, conn.password, auth
+
+    async def async_notify(self, context: Any) -> None:
+        """For deadline alerts, which run in the triggerer: the same post, off the event loop."""
+        await asyncio.to_thread(self.notify, context)
 
     def notify(self, context: Any) -> None:
         try:

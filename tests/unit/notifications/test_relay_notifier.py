@@ -102,3 +102,28 @@ def test_missing_secret_is_logged_not_raised(monkeypatch, caplog, env):
         monkeypatch.setenv("RELAY_SECRET", env)
     RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
     assert "secret_env" in caplog.text
+
+
+def test_deadline_context_with_a_json_dag_run_becomes_a_late_event():
+    context = {
+        "dag_run": {"dag_id": "load_orders", "dag_run_id": "scheduled__1", "state": "running"},
+        "deadline": {"id": "d1", "deadline_time": "2026-11-22T06:00:00+00:00"},
+    }
+    parsed = parse_event(event_from_context(context, deployment="prod"))
+    assert (parsed.type, parsed.dag_id, parsed.run_id) == ("dag_run.late", "load_orders", "scheduled__1")
+
+
+@responses.activate
+def test_awaiting_the_notifier_as_a_deadline_callback_posts_the_event(monkeypatch):
+    import asyncio
+
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    responses.add(responses.POST, URL, status=202)
+    context = {"dag_run": {"dag_id": "load_orders", "dag_run_id": "scheduled__1"}, "deadline": {"id": "d1"}}
+
+    async def run():
+        await RelayNotifier(url=URL, secret_env="RELAY_SECRET", context=context)
+
+    asyncio.run(run())
+    assert len(responses.calls) == 1
+    assert json.loads(responses.calls[0].request.body)["type"] == "dag_run.late"
