@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from astro_xdeps import settings
 from astro_xdeps.forwarding.routes import (
@@ -22,8 +23,10 @@ from astro_xdeps.forwarding.routes import (
     load_routes_text,
 )
 from astro_xdeps.outbox.store import Outbox
-from astro_xdeps.outbox.worker import DeliveryWorker
-from astro_xdeps.relay.engine import RelayEngine
+
+if TYPE_CHECKING:  # imported where used: the plugin loads in every Airflow process
+    from astro_xdeps.outbox.worker import DeliveryWorker
+    from astro_xdeps.relay.engine import RelayEngine
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,7 @@ def relay_engine() -> RelayEngine | None:
     with _lock:
         _check_fork()
         if _relay is None:
+            from astro_xdeps.relay.engine import RelayEngine
             from astro_xdeps.relay.rules import load_config
 
             _relay = RelayEngine(load_config(path), get_outbox())
@@ -134,6 +138,8 @@ def get_worker() -> DeliveryWorker:
     with _lock:
         _check_fork()
         if _worker is None:
+            from astro_xdeps.outbox.worker import DeliveryWorker
+
             _worker = DeliveryWorker(
                 get_outbox(),
                 concurrency=settings.get_int("target_concurrency"),
