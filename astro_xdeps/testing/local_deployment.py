@@ -300,3 +300,11 @@ def _stop_group(proc: subprocess.Popen, sig: int, timeout: float) -> None:
         os.killpg(pgid, signal.SIGKILL)  # children (LocalExecutor workers, uvicorn) too
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+    # Return only once every member of the group is gone, not just its leader.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
