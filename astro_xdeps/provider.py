@@ -37,6 +37,7 @@ def _config() -> dict[str, Any]:
                     "type": o.type,
                     "example": o.example,
                     "default": o.default,
+                    "sensitive": o.sensitive,
                 }
                 for o in OPTIONS.values()
             },

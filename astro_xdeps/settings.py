@@ -24,6 +24,7 @@ class Option:
     description: str
     type: str = "string"
     example: str | None = None
+    sensitive: bool = False
 
 
 OPTIONS: dict[str, Option] = {
@@ -90,6 +91,14 @@ OPTIONS: dict[str, Option] = {
             "Path of the relay's rules file. When set, the relay is mounted in the Airflow 3 "
             "api-server at /xdeps/relay and the scheduler's DAG-state events feed its rules.",
             example="/usr/local/airflow/include/xdeps_relay.yaml",
+        ),
+        Option(
+            "relay_metrics_token",
+            "",
+            "Bearer token that opens the relay's /metrics and the details of /health "
+            "(Authorization: Bearer <token>, at least 16 characters). Empty: they are closed "
+            "when mounted in the api-server, open on a standalone relay listening on loopback.",
+            sensitive=True,
         ),
         Option("target_concurrency", "4", "Requests in flight per target deployment.", type="integer"),
     )

@@ -73,12 +73,24 @@ def run_serve(path: str, host: str, port: int) -> int:
         sys.stderr.write(f"astro-xdeps relay serve: {exc}\n")
         return EXIT_USAGE
     runtime.ensure_worker()  # deliver what the relay enqueues (and what was left before)
-    app = create_app(lambda: rt)
+    # Monitoring without a token only where no one else can reach it (see README: /metrics).
+    app = create_app(lambda: rt, open_monitoring=_is_loopback(host))
     sys.stderr.write(
         f"astro-xdeps relay: POST http://{host}:{port}/events/<source>  ({len(rt.config.rules)} rules)\n"
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(args) -> int:

@@ -4,40 +4,72 @@ Endpoints (prefix ``/xdeps/relay`` when mounted in the Airflow 3 api-server):
 
 - ``POST /events/{source}`` — an event from a configured source. Answers **202** only after
   the resulting actions are durably in the outbox; a repeated ``webhook-id`` (or event id)
-  answers 202 again with ``"new_actions": 0``. Errors: 401 bad or missing signature/token,
-  404 unknown source, 413 body too large, 415 not JSON, 400 malformed JSON, 422 an invalid
-  event, 500 the relay itself is misconfigured (e.g. a secret env var unset), 503 the outbox
-  is unavailable (retry later).
-- ``GET /health`` — 200 when the outbox answers.
-- ``GET /metrics`` — Prometheus text format.
+  on the same source answers 202 again with ``"new_actions": 0``. Errors: 401 bad or missing
+  signature/token, 404 unknown source, 413 body too large, 415 not JSON, 400 malformed JSON,
+  422 an invalid event, 503 + ``Retry-After`` when the relay cannot take events now (outbox
+  unavailable or still opening, or the relay/source misconfigured: the details go to the
+  server log, never to the caller).
+- ``GET /health`` — 200 when the outbox answers, 503 otherwise; only ``status`` unless the
+  caller may read monitoring (below).
+- ``GET /metrics`` — Prometheus text format, for callers that may read monitoring.
 
-Not protected by Airflow's auth when mounted (Airflow does not guard plugin apps): every
-request to ``/events`` must carry a valid signature or bearer secret of its source.
+Monitoring (``/metrics``, the details of ``/health``) is open to a caller with
+``Authorization: Bearer <[astro_xdeps] relay_metrics_token>``; without a token configured it
+is open only on a standalone relay listening on loopback (``open_monitoring``), never when
+mounted. Airflow does not guard plugin apps: every request to ``/events`` must carry a valid
+signature or bearer secret of its source.
+
+The runtime (rules and outbox) is built on first use, in a worker thread: opening a locked
+or slow outbox must not stall the event loop of the api-server the relay is mounted in.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from astro_xdeps.exceptions import ConfigError, XdepsError
-from astro_xdeps.outbox.store import Outbox
+from astro_xdeps.outbox.store import Outbox, OutboxError
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import PayloadError, parse_event, parse_json_body
 from astro_xdeps.relay.rules import RelayConfig, Source
-from astro_xdeps.relay.signing import SignatureError, verify_bearer, verify_standard_webhook
+from astro_xdeps.relay.signing import (
+    HEADER_ID,
+    SignatureError,
+    single_header,
+    verify_bearer,
+    verify_standard_webhook,
+)
 
 log = logging.getLogger(__name__)
 _SECRET_CACHE_SECONDS = 60.0
+# How long an event request waits for another request that is opening the outbox.
+LOAD_WAIT_SECONDS = 15.0
+RETRY_AFTER_UNAVAILABLE = "5"
+RETRY_AFTER_MISCONFIGURED = "60"
+UNAVAILABLE = "the relay cannot take events right now; retry later"
+# Errors that mean "the database is unavailable", raw or wrapped (OutboxError).
+_DB_ERRORS = (OutboxError, sqlite3.Error, sa.exc.SQLAlchemyError)
+
+
+class RelayUnavailable(Exception):
+    """The relay cannot serve now. ``detail`` is for the server log only; callers get 503."""
+
+    def __init__(self, detail: str, retry_after: str = RETRY_AFTER_UNAVAILABLE) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -118,7 +150,7 @@ class Metrics:
                     lines.append(
                         f'xdeps_outbox_items{{target="{_label(row.target)}",kind="{row.kind}",state="{row.state}"}} {row.count}'
                     )
-            except XdepsError:
+            except (XdepsError, *_DB_ERRORS):
                 lines.append("# outbox unavailable")
         return "\n".join(lines) + "\n"
 
@@ -127,39 +159,104 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
-def _error(status: int, reason: str, metrics: Metrics, source: str) -> JSONResponse:
+def _error(status: int, reason: str, metrics: Metrics, source: str, **headers: str) -> JSONResponse:
     metrics.request(source, status)
-    return JSONResponse({"error": reason}, status_code=status)
+    return JSONResponse({"error": reason}, status_code=status, headers=headers or None)
 
 
-def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
-    """The relay app. ``load`` builds the runtime on the first request (and again after a failure)."""
+def _unavailable(exc: RelayUnavailable, metrics: Metrics, source: str) -> JSONResponse:
+    return _error(503, UNAVAILABLE, metrics, source, **{"Retry-After": exc.retry_after})
+
+
+class _RuntimeHolder:
+    """Builds the runtime once, in the calling (worker) thread; later callers get it at once."""
+
+    def __init__(self, load: Callable[[], RelayRuntime]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self.current: RelayRuntime | None = None
+
+    def get(self, wait: float = LOAD_WAIT_SECONDS) -> RelayRuntime:
+        """The runtime; raises RelayUnavailable (never a raw error) when it cannot be built now.
+
+        Blocks up to ``wait`` seconds behind another thread that is building it: call it off
+        the event loop.
+        """
+        if self.current is not None:
+            return self.current
+        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
+        if not acquired:
+            raise RelayUnavailable("the relay is still opening its outbox (another request is opening it)")
+        try:
+            if self.current is None:
+                self.current = self._build()
+            return self.current
+        finally:
+            self._lock.release()
+
+    def _build(self) -> RelayRuntime:
+        try:
+            return self._load()
+        except _DB_ERRORS as exc:
+            log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
+            raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
+        except Exception as exc:
+            log.error("The relay is misconfigured; answering 503 until it is fixed: %s", _one_line(exc))
+            raise RelayUnavailable(
+                f"relay misconfigured: {_one_line(exc)}", retry_after=RETRY_AFTER_MISCONFIGURED
+            ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500] or type(exc).__name__
+
+
+def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = False) -> FastAPI:
+    """The relay app. ``load`` builds the runtime on the first request (and again after a failure).
+
+    ``open_monitoring``: ``/metrics`` and the details of ``/health`` need no token when
+    ``[astro_xdeps] relay_metrics_token`` is unset. Only for a server that listens on loopback.
+    """
     app = FastAPI(title="astro-xdeps relay", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
     secrets = SecretResolver()
-    holder: dict[str, RelayRuntime] = {}
-    lock = threading.Lock()
+    holder = _RuntimeHolder(load)
 
-    def runtime() -> RelayRuntime:
-        with lock:
-            if "rt" not in holder:
-                holder["rt"] = load()
-            return holder["rt"]
+    async def runtime() -> RelayRuntime:
+        rt = holder.current
+        return rt if rt is not None else await run_in_threadpool(holder.get)
+
+    def may_monitor(request: Request) -> bool:
+        """Whether this caller may read /metrics and the details of /health (run in a thread)."""
+        from astro_xdeps import settings
+
+        try:
+            token = settings.get("relay_metrics_token")
+        except Exception as exc:
+            log.error("The relay cannot read [astro_xdeps] relay_metrics_token: %s", _one_line(exc))
+            return False
+        if not token:
+            return open_monitoring
+        try:
+            verify_bearer(request.headers, [token])
+        except SignatureError:
+            return False
+        except ConfigError as exc:
+            log.error("[astro_xdeps] relay_metrics_token is unusable: %s", exc)
+            return False
+        return True
 
     @app.post("/events/{source_name}", status_code=202)
     async def post_event(source_name: str, request: Request):
         try:
-            rt = runtime()
-        except XdepsError as exc:
-            log.error("Relay is misconfigured: %s", exc)
-            return _error(500, f"relay misconfigured: {exc}", metrics, "-")
+            rt = await runtime()
+        except RelayUnavailable as exc:
+            return _unavailable(exc, metrics, "-")
         source = rt.config.source(source_name)
         if source is None:
+            # The configured sources are not listed: the caller may not know them.
             return _error(
-                404,
-                f"unknown source {source_name!r}; configured: {', '.join(s.name for s in rt.config.sources)}",
-                metrics,
-                "-",
+                404, "unknown source: POST to /events/<source> of a configured source", metrics, "-"
             )
         max_bytes = rt.config.max_body_bytes
         declared = request.headers.get("content-length")
@@ -176,13 +273,15 @@ def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
         try:
             source_secrets = await run_in_threadpool(secrets, source)
         except ConfigError as exc:
-            log.error("Relay source %s: %s", source.name, exc)
-            return _error(500, f"relay misconfigured: {exc}", metrics, source.name)
-        headers = dict(request.headers)
+            log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
+            return _unavailable(RelayUnavailable(str(exc), RETRY_AFTER_MISCONFIGURED), metrics, source.name)
+        # Starlette's Headers keep every value of a repeated header (dict() would keep one), so
+        # a webhook-id or webhook-timestamp sent twice with different values is refused.
+        headers = request.headers
         try:
             if source.auth == "bearer":
                 verify_bearer(headers, source_secrets)
-                webhook_id = headers.get("webhook-id")
+                webhook_id = single_header(headers, HEADER_ID)
             else:
                 webhook_id = verify_standard_webhook(
                     headers, body, source_secrets, tolerance=source.tolerance_seconds
@@ -190,27 +289,26 @@ def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
         except SignatureError as exc:
             return _error(401, str(exc), metrics, source.name)
         except ConfigError as exc:
-            log.error("Relay source %s: %s", source.name, exc)
-            return _error(500, f"relay misconfigured: {exc}", metrics, source.name)
+            log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
+            return _unavailable(RelayUnavailable(str(exc), RETRY_AFTER_MISCONFIGURED), metrics, source.name)
         try:
             payload = parse_json_body(body, max_bytes=max_bytes)
         except PayloadError as exc:
             return _error(400, str(exc), metrics, source.name)
         try:
-            event = parse_event(payload, webhook_id=webhook_id, default_deployment=source.deployment)
+            event = parse_event(
+                payload, webhook_id=webhook_id, default_deployment=source.deployment, source=source.name
+            )
         except PayloadError as exc:
             return _error(422, str(exc), metrics, source.name)
         try:
             # Database work off the event loop: a mounted relay must not stall the api-server.
             result = await run_in_threadpool(rt.engine.ingest, event)
-        except XdepsError as exc:
-            log.error("Relay could not record event %s: %s", event.id, exc)
-            metrics.request(source.name, 503)
-            return JSONResponse(
-                {"error": f"could not record the event, retry later: {exc}"},
-                status_code=503,
-                headers={"Retry-After": "5"},
+        except (XdepsError, *_DB_ERRORS) as exc:
+            log.error(
+                "Relay could not record event %s of source %s: %s", event.id, source.name, _one_line(exc)
             )
+            return _unavailable(RelayUnavailable(str(exc)), metrics, source.name)
         if result.new_actions and rt.on_enqueue is not None:
             rt.on_enqueue()
         with metrics.lock:
@@ -231,17 +329,32 @@ def create_app(load: Callable[[], RelayRuntime]) -> FastAPI:
         )
 
     @app.get("/health")
-    def health():
+    def health(request: Request):
+        # A worker thread; it does not wait for another request that is opening the outbox.
+        detailed = may_monitor(request)
         try:
-            rt = runtime()
+            rt = holder.get(wait=0)
             rt.engine.outbox.next_due_at()
-        except XdepsError as exc:
-            return JSONResponse({"status": "unhealthy", "error": str(exc)}, status_code=503)
+        except (RelayUnavailable, *_DB_ERRORS) as exc:
+            detail = (
+                exc.detail if isinstance(exc, RelayUnavailable) else f"outbox unavailable: {_one_line(exc)}"
+            )
+            answer = {"status": "unhealthy", "error": detail} if detailed else {"status": "unhealthy"}
+            return JSONResponse(answer, status_code=503, headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})
+        if not detailed:
+            return {"status": "ok"}
         return {"status": "ok", "sources": [s.name for s in rt.config.sources], "rules": len(rt.config.rules)}
 
     @app.get("/metrics")
-    def prometheus():
-        outbox = holder["rt"].engine.outbox if "rt" in holder else None
+    def prometheus(request: Request):
+        if not may_monitor(request):
+            return PlainTextResponse(
+                "/metrics needs 'Authorization: Bearer <token>' with the token of [astro_xdeps] "
+                "relay_metrics_token\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        outbox = holder.current.engine.outbox if holder.current is not None else None
         return PlainTextResponse(metrics.render(outbox), media_type="text/plain; version=0.0.4")
 
     return app

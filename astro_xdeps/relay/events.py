@@ -101,6 +101,7 @@ what came instead, shortened. ``parse_json_body`` checks the raw body: size, UTF
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -149,6 +150,11 @@ MAX_ATTRIBUTES: Final = 32
 MAX_ATTRIBUTE_KEY_CHARS: Final = 64
 MAX_ATTRIBUTE_VALUE_CHARS: Final = 500
 MAX_TIMESTAMP_CHARS: Final = 64
+MAX_SOURCE_CHARS: Final = 100  # a source name (rules.py) or SCHEDULER_SOURCE
+
+# The namespace of events from the upstream scheduler's listener: '@' is not allowed in a
+# configured source name, so no HTTP source can post into it.
+SCHEDULER_SOURCE: Final = "@scheduler"
 
 AttributeValue = str | int | float | bool | None
 
@@ -172,6 +178,11 @@ class StateEvent:
 
     ``occurred_at`` is stored in UTC. ``attributes`` holds small extras (try_number, map_index,
     raw alert fields) and is a private copy: treat it as read-only.
+
+    ``source`` is the namespace the ``id`` was chosen in: the configured source an HTTP event came
+    through, or ``SCHEDULER_SOURCE`` for the in-process listener. Senders choose ids, so an id is
+    unique only within its source; ``key`` (source and id) is what idempotency is built on, so
+    one source cannot pre-empt another source's events by reusing their ids.
     """
 
     id: str
@@ -183,9 +194,14 @@ class StateEvent:
     occurred_at: datetime
     message: str | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict, hash=False)
+    source: str | None = None
 
     def __post_init__(self) -> None:
         _check_text(self.id, "id")
+        if self.source is not None:
+            _check_text(self.source, "source", max_chars=MAX_SOURCE_CHARS)
+            if "/" in self.source:
+                raise PayloadError(f"source: {_describe(self.source)} must not contain '/'")
         if self.type not in EVENT_TYPES:
             raise _unknown_type(self.type)
         _check_airflow_key(self.dag_id, "dag_id", "DAG id")
@@ -202,6 +218,21 @@ class StateEvent:
         object.__setattr__(self, "occurred_at", _as_utc(self.occurred_at, "occurred_at"))
         object.__setattr__(self, "attributes", _check_attributes(self.attributes, "attributes"))
 
+    @property
+    def key(self) -> str:
+        """The idempotency key of this event: unique across sources, at most 250 characters.
+
+        ``<source>/<id>``; source names hold no ``/``, so keys of two sources never collide. An
+        id too long to fit is replaced by its SHA-256. Events without a source (built directly
+        in Python, or stored before sources were recorded) keep their bare id.
+        """
+        if self.source is None:
+            return self.id
+        key = f"{self.source}/{self.id}"
+        if len(key) <= MAX_ID_CHARS:
+            return key
+        return f"{self.source}/#sha256:{hashlib.sha256(self.id.encode('utf-8')).hexdigest()}"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe data for the durable store; ``from_dict`` reverses it."""
         return {
@@ -214,6 +245,7 @@ class StateEvent:
             "occurred_at": self.occurred_at.isoformat(),
             "message": self.message,
             "attributes": dict(self.attributes),
+            "source": self.source,
         }
 
     @classmethod
@@ -235,6 +267,7 @@ class StateEvent:
             occurred_at=_parse_timestamp(data["occurred_at"], "occurred_at"),
             message=data.get("message"),
             attributes={} if attributes is None else attributes,
+            source=data.get("source"),
         )
 
 
@@ -278,12 +311,14 @@ def parse_event(
     webhook_id: str | None = None,
     now: datetime | None = None,
     default_deployment: str | None = None,
+    source: str | None = None,
 ) -> StateEvent:
     """Turn a decoded JSON payload (generic event or Astro alert) into a validated ``StateEvent``.
 
     ``webhook_id`` is the verified ``webhook-id`` header, ``now`` the time of receipt
     (timezone-aware; default: now) and ``default_deployment`` the deployment the endpoint
-    belongs to, used when the payload names none. See the module docstring for the shapes.
+    belongs to, used when the payload names none. ``source`` is the configured source the event
+    came through (the namespace of its id). See the module docstring for the shapes.
     """
     received = datetime.now(timezone.utc) if now is None else now
     if received.tzinfo is None or received.utcoffset() is None:
@@ -292,10 +327,13 @@ def parse_event(
     if not isinstance(payload, dict):
         raise PayloadError(f"expected a JSON object, got {_describe(payload)}")
     if "type" in payload:
-        return _parse_generic(payload, webhook_id, received, default_deployment)
-    alert = _astro_alert(payload)
-    if alert is not None:
-        return _parse_astro(alert, webhook_id, received, default_deployment)
+        event = _parse_generic(payload, webhook_id, received, default_deployment)
+    elif (alert := _astro_alert(payload)) is not None:
+        event = _parse_astro(alert, webhook_id, received, default_deployment)
+    else:
+        event = None
+    if event is not None:
+        return event if source is None else dataclasses.replace(event, source=source)
     raise PayloadError(
         f"type: missing; expected a generic event with 'type' (one of {_TYPES_TEXT}) and 'dag_id', "
         "or an Astro alert with 'alertType' and 'dagName'"

@@ -35,9 +35,11 @@ host or token.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import hashlib
 import json
+import math
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -46,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from astro_xdeps.exceptions import ConfigError
-from astro_xdeps.relay.events import EVENT_TYPES, StateEvent
+from astro_xdeps.outbox.models import MAX_KEY_CHARS, MAX_TARGET_CHARS
+from astro_xdeps.relay.events import EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
 
 TEMPLATE_FIELDS = (
     "id",
@@ -59,6 +62,23 @@ TEMPLATE_FIELDS = (
     "message",
     "rule",
 )
+# The longest value each field can have (events.py limits; occurred_at as isoformat()), so the
+# longest rendering of a template is known at load.
+TEMPLATE_FIELD_MAX_CHARS = {
+    "id": MAX_ID_CHARS,
+    "type": max(len(t) for t in EVENT_TYPES),
+    "dag_id": MAX_ID_CHARS,
+    "run_id": MAX_ID_CHARS,
+    "task_id": MAX_ID_CHARS,
+    "deployment": MAX_ID_CHARS,
+    "occurred_at": len("2026-01-31T12:00:00.000000+00:00"),
+    "message": MAX_MESSAGE_CHARS,
+    "rule": 100,
+}
+MAX_RENDERED_CHARS = 10_000  # per template string
+MAX_NOTE_CHARS = 1000  # Airflow's dag_run_note.content
+MAX_ASSET_URI_CHARS = 1500  # Airflow's asset.uri
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.~:+-]")
@@ -193,29 +213,72 @@ def _parse_condition(raw: Any, where: str) -> Condition:
 
 
 def _check_template(value: Any, where: str) -> None:
-    """Every ``{name}`` in strings of ``value`` must be a known field; raise otherwise."""
+    """Check ``conf``/``extra``/``note`` at load, so that no matching event can fail to render.
+
+    Strings are templates of plain ``{field}``s (no format spec, no conversion: a spec such as
+    ``{message:{run_id}}`` takes its width from the event, e.g. a 200 MB padding), and their
+    longest possible rendering is capped. Everything else must be JSON: the outbox stores it so.
+    """
     if isinstance(value, str):
         try:
-            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+            parts = list(string.Formatter().parse(value))
         except ValueError as exc:
             raise ConfigError(
                 f"{where}: bad template {value!r} ({exc}); use {{dag_id}}, or {{{{ for a brace."
             ) from None
-        for name in names:
+        longest = 0
+        for literal, name, spec, conversion in parts:
+            longest += len(literal)
+            if name is None:
+                continue
             if name not in TEMPLATE_FIELDS:
                 raise ConfigError(
                     f"{where}: unknown template field {{{name}}}; known: {', '.join(TEMPLATE_FIELDS)}."
                 )
-        try:  # a format spec or conversion that only fails when rendered, e.g. {dag_id:d}
-            value.format_map(dict.fromkeys(TEMPLATE_FIELDS, ""))
-        except (ValueError, KeyError, IndexError, AttributeError) as exc:
-            raise ConfigError(f"{where}: bad template {value!r} ({exc}); use plain {{dag_id}}.") from None
+            if spec or conversion:
+                raise ConfigError(
+                    f"{where}: bad template {_short(value)}: {{{name}}} has a format spec or conversion; "
+                    f"templates take plain fields only, such as {{{name}}}."
+                )
+            longest += TEMPLATE_FIELD_MAX_CHARS[name]
+        if longest > MAX_RENDERED_CHARS:
+            raise ConfigError(
+                f"{where}: template {_short(value)} can render up to {longest} characters; at most "
+                f"{MAX_RENDERED_CHARS} are allowed (use fewer or shorter fields, e.g. not {{message}} twice)."
+            )
     elif isinstance(value, dict):
         for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: keys must be strings, got {k!r}; quote it.")
             _check_template(v, f"{where}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_template(v, f"{where}[{i}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} is not a number JSON can hold.")
+    elif value is not None and not isinstance(value, (bool, int)):
+        hint = (
+            f"YAML read {value!r} as a {type(value).__name__}; quote it to keep it a string (e.g. '{value}')"
+            if isinstance(value, (datetime.date, datetime.time))
+            else f"got a {type(value).__name__}"
+        )
+        raise ConfigError(
+            f"{where}: values must be strings, numbers, booleans, null, lists or objects; {hint}."
+        )
+
+
+def _short(value: str, limit: int = 60) -> str:
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def _check_action_text(body: Mapping, key: str, where: str, max_chars: int) -> None:
+    value = body[key]
+    if len(value) > max_chars or _CONTROL.search(value):
+        raise ConfigError(
+            f"{where}.{key}: at most {max_chars} characters without control characters "
+            f"(got {len(value)}: {_short(value)})."
+        )
 
 
 def _parse_action(raw: Any, where: str) -> Action:
@@ -236,6 +299,12 @@ def _parse_action(raw: Any, where: str) -> Action:
     for key in required:
         if not isinstance(body.get(key), str) or not body[key]:
             raise ConfigError(f"{where}.{key}: required (a non-empty string).")
+    # Limits of the outbox and of Airflow, checked now rather than answered with a 500 later.
+    _check_action_text(body, "target", where, MAX_TARGET_CHARS)
+    if kind == "trigger_dag":
+        _check_action_text(body, "dag_id", where, MAX_ID_CHARS)
+    else:
+        _check_action_text(body, "uri", where, MAX_ASSET_URI_CHARS)
     for key in ("conf", "extra"):
         if key in body:
             _expect(body[key], dict, f"{where}.{key}")
@@ -428,7 +497,8 @@ def dag_run_id(rule: str, event_ids: Sequence[str], action_index: int = 0) -> st
 
 def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction]:
     """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger)."""
-    event_ids = [e.id for e in events]
+    # Keys, not bare ids: the same id from two sources is two events (see StateEvent.key).
+    event_ids = [e.key for e in events]
     fields = event_fields(events[-1], rule.name)
     fid = firing_id(rule.name, event_ids)
     planned = []
@@ -438,12 +508,10 @@ def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction
             run_id = dag_run_id(rule.name, event_ids, i)
             conf = render(dict(action.conf), fields)
             conf.setdefault("xdeps", provenance)
-            payload = {
-                "dag_id": action.dag_id,
-                "dag_run_id": run_id,
-                "conf": conf,
-                "note": render(action.note, fields) if action.note else None,
-            }
+            note = render(action.note, fields) if action.note else None
+            if note is not None and len(note) > MAX_NOTE_CHARS:
+                note = note[: MAX_NOTE_CHARS - 1] + "…"
+            payload = {"dag_id": action.dag_id, "dag_run_id": run_id, "conf": conf, "note": note}
             planned.append(PlannedAction(rule.name, action, "dag_run", action.target, payload, run_id))
         else:
             extra = render(dict(action.extra), fields)
@@ -454,10 +522,26 @@ def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction
             payload = {"uri": action.uri, "extra": extra, "partition_key": None, "event_id": event_id}
             planned.append(
                 PlannedAction(
-                    rule.name, action, "asset_event", action.target, payload, f"{event_id}:{action.uri}"
+                    rule.name,
+                    action,
+                    "asset_event",
+                    action.target,
+                    payload,
+                    asset_event_key(event_id, action.uri),
                 )
             )
     return planned
+
+
+def asset_event_key(event_id: str, uri: str) -> str:
+    """The outbox key of an asset event action: the event id and the uri, hashed when too long.
+
+    Airflow allows asset uris of 1500 characters; the outbox key holds at most 500.
+    """
+    key = f"{event_id}:{uri}"
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return f"{event_id}:#sha256:{hashlib.sha256(uri.encode('utf-8')).hexdigest()}"
 
 
 def matching_rules(config: RelayConfig, event: StateEvent) -> list[tuple[Rule, list[int]]]:

@@ -28,8 +28,8 @@ Errors::
 
     SignatureError   the request is not authentic (answer 401). The message says which header is
                      wrong and how; it never holds a secret, an expected signature or a token.
-    ConfigError      a configured secret is unusable: a server-side fault (answer 500 and fix the
-                     configuration). Checked before the request is looked at.
+    ConfigError      a configured secret is unusable: a server-side fault (answer 503, log the
+                     reason, fix the configuration). Checked before the request is looked at.
 """
 
 from __future__ import annotations
@@ -252,8 +252,21 @@ def _bearer_tokens(secrets: Sequence[str]) -> list[bytes]:
     return tokens
 
 
+def single_header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (None if absent); refused if sent twice with different values.
+
+    Pass the server's multi-valued headers (Starlette's ``request.headers``), not ``dict()`` of
+    them: a dict keeps one value of a repeated header and hides the repetition.
+    """
+    return _find_headers(headers, (name.lower(),)).get(name.lower()) or None
+
+
 def _find_headers(headers: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
-    """The wanted headers by lower-case name; a header repeated with different values is refused."""
+    """The wanted headers by lower-case name; a header repeated with different values is refused.
+
+    ``headers.items()`` must yield every value of a repeated header, as Starlette's ``Headers``
+    and a list of pairs do.
+    """
     wanted = set(names)
     found: dict[str, str] = {}
     for key, value in headers.items():

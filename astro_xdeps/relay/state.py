@@ -24,6 +24,7 @@ state_table = sa.Table(
     _metadata,
     sa.Column("rule", sa.String(100), primary_key=True),
     sa.Column("condition", sa.Integer, primary_key=True),
+    # StateEvent.key: the event's id within its source (at most 250 characters).
     sa.Column("event_id", sa.String(250), primary_key=True),
     sa.Column("occurred_at", sa.Float, nullable=False),
     sa.Column("consumed", sa.Boolean, nullable=False, default=False),
@@ -78,7 +79,7 @@ class RelayState:
             conn.execute(sa.delete(t).where(t.c.rule == rule.name, t.c.occurred_at < window_start))
             fired_before = conn.execute(
                 sa.select(t.c.firing).where(
-                    t.c.rule == rule.name, t.c.event_id == event.id, t.c.firing.is_not(None)
+                    t.c.rule == rule.name, t.c.event_id == event.key, t.c.firing.is_not(None)
                 )
             ).first()
             if fired_before is not None:
@@ -90,7 +91,7 @@ class RelayState:
                 for idx in conditions:
                     exists = conn.execute(
                         sa.select(t.c.event_id).where(
-                            t.c.rule == rule.name, t.c.condition == idx, t.c.event_id == event.id
+                            t.c.rule == rule.name, t.c.condition == idx, t.c.event_id == event.key
                         )
                     ).first()
                     if exists is None:
@@ -98,7 +99,7 @@ class RelayState:
                             sa.insert(t).values(
                                 rule=rule.name,
                                 condition=idx,
-                                event_id=event.id,
+                                event_id=event.key,
                                 occurred_at=occurred,
                                 consumed=False,
                                 event=json.dumps(event.to_dict()),

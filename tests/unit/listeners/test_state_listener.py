@@ -78,7 +78,7 @@ def test_a_failed_dag_run_enqueues_the_rules_action(env, tmp_path: Path) -> None
     )
     assert (item.kind, item.target) == ("dag_run", "downstream")
     assert item.payload["dag_id"] == "recover_orders"
-    assert item.payload["dag_run_id"] == dag_run_id("recover-orders", [event.id])
+    assert item.payload["dag_run_id"] == dag_run_id("recover-orders", [f"@scheduler/{event.id}"])
     assert item.payload["conf"] == {
         "failed_run": "scheduled__2026-01-31T00:00:00+00:00",
         "xdeps": {"rule": "recover-orders", "events": [event.to_dict()]},
@@ -199,6 +199,7 @@ def test_a_failed_task_instance_becomes_a_task_event(env, tmp_path: Path) -> Non
         "occurred_at": "2026-01-31T12:00:00+00:00",
         "message": "connection reset",
         "attributes": {"source": "listener", "try_number": 2},
+        "source": "@scheduler",
     }
     assert item.payload["extra"]["task"] == "extract_eu"
 

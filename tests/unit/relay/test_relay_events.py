@@ -384,6 +384,7 @@ def test_minimal_state_event_round_trips() -> None:
         "occurred_at": "2026-01-31T12:00:00+00:00",
         "message": None,
         "attributes": {},
+        "source": None,
     }
     assert StateEvent.from_dict(event.to_dict()) == event
 
