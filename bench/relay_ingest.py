@@ -171,7 +171,7 @@ def relay_app(
 
         app_module.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
     runtime = RelayRuntime(config=config, engine=engine, on_enqueue=None)
-    return create_app(lambda: runtime)
+    return create_app(lambda: runtime, open_monitoring=True)  # loopback, as `relay serve` there
 
 
 def driver_enqueue(outbox_path: str) -> Any:
