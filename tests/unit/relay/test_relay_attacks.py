@@ -183,6 +183,43 @@ def test_a_slow_outbox_open_blocks_neither_metrics_nor_health(outbox: Outbox) ->
     assert answers == [202]  # the event waited for the open, then was recorded
 
 
+def test_many_events_waiting_for_a_slow_open_do_not_starve_metrics(outbox: Outbox) -> None:
+    """More waiting event requests than the thread pool has threads (40): /metrics still answers."""
+    opening, release = threading.Event(), threading.Event()
+
+    def slow_load() -> RelayRuntime:
+        opening.set()
+        release.wait(timeout=8)
+        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+
+    with TestClient(create_app(slow_load)) as client:
+        answers: list[int] = []
+        posters = [
+            threading.Thread(
+                target=lambda i=i: answers.append(
+                    client.post("/events/alerts", **signed(FAILED, msg_id=f"msg_{i}")).status_code
+                )
+            )
+            for i in range(45)
+        ]
+        for poster in posters:
+            poster.start()
+        try:
+            assert opening.wait(timeout=10)
+            time.sleep(0.5)  # let every poster reach the relay
+            started = time.monotonic()
+            metrics = client.get("/metrics")
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+            for poster in posters:
+                poster.join(timeout=60)
+    assert elapsed < 3.0, f"/metrics waited {elapsed:.1f} s behind event requests"
+    assert metrics.status_code == 401  # answered (closed to anonymous callers when mounted)
+    assert sorted(set(answers)) == [202] and len(answers) == 45
+    assert len(outbox.list_items()) == 45
+
+
 @pytest.mark.parametrize(
     "failure",
     [
