@@ -246,6 +246,24 @@ def test_an_outbox_that_cannot_open_is_503_with_retry_after(outbox: Outbox, fail
     assert client.post("/events/alerts", **signed(FAILED)).status_code == 202  # once it opens
 
 
+def test_a_raw_database_error_while_recording_is_503_not_500(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def corrupt(items: Any) -> Any:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    client = TestClient(
+        create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))), raise_server_exceptions=False
+    )
+    assert client.get("/health").status_code == 200  # built and working
+    monkeypatch.setattr(outbox, "enqueue", corrupt)
+    response = client.post("/events/alerts", **signed(FAILED))
+    assert response.status_code == 503  # before: a bare 500
+    assert response.headers["retry-after"].isdigit()
+    assert "malformed" not in response.text
+    assert "malformed" in caplog.text
+
+
 def test_a_really_locked_sqlite_outbox_is_503_then_202_once_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
