@@ -228,7 +228,11 @@ class _RuntimeHolder:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
             raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
         except Exception as exc:
-            log.error("The relay is misconfigured; answering 503 until it is fixed: %s", _one_line(exc))
+            log.error(
+                "The relay is misconfigured; answering 503 until it is fixed: %s",
+                _one_line(exc),
+                exc_info=not isinstance(exc, XdepsError),  # a bug rather than a config: keep the trace
+            )
             raise RelayUnavailable(
                 f"relay misconfigured: {_one_line(exc)}", retry_after=RETRY_AFTER_MISCONFIGURED
             ) from exc
