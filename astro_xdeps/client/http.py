@@ -5,7 +5,9 @@ Retry policy (the only one in the package):
   waiting at least what ``Retry-After`` asks for;
 - never retried: any other 4xx — the request is wrong and sending it again changes nothing.
 Requests that are not safe to repeat (creating an asset event has no idempotency key) are
-retried only on failures where the server cannot have acted: connection refused, 429, 502, 503.
+retried blindly only on failures where the server cannot have acted: a refused connection (or
+connect timeout) and 429. A 502/503 is not among them: a reverse proxy answers so after it
+forwarded the request when the upstream closed the connection, so the event may exist.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 
 RetryMode = Literal["all", "unsent", "none"]
 MAX_RETRY_AFTER_SECONDS = 120.0
-# Statuses that a gateway or the server sends before the application acted on the request.
-_UNSENT_STATUSES = {429, 502, 503}
+# Statuses that say the application did not act on the request. Not 502/503: a proxy sends those
+# also after it forwarded the request (upstream closed the connection, reset mid-answer).
+_UNSENT_STATUSES = {429}
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -423,22 +423,40 @@ def test_ambiguous_failure_without_dedupe_raises_after_exactly_one_post(
     assert len(posts(rsps)) == 1
 
 
-@pytest.mark.parametrize("status", [429, 502, 503])
-def test_unsent_failure_is_retried_without_looking_for_the_event(
-    ordered: responses.RequestsMock, status: int
-) -> None:
+def test_429_is_retried_without_looking_for_the_event(ordered: responses.RequestsMock) -> None:
     register_resolve(ordered, asset_id=7)
-    ordered.post(EVENTS_V2, status=status)
+    ordered.post(EVENTS_V2, status=429)
     ordered.post(EVENTS_V2, json=event(5))  # no GET of recent events in between
     assert client_for().create_asset_event(URI, dedupe=("eid", "e-1"))["id"] == 5
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_unsent_failure_is_retried_without_dedupe_too(ordered: responses.RequestsMock, status: int) -> None:
+def test_429_is_retried_without_dedupe_too(ordered: responses.RequestsMock) -> None:
     register_resolve(ordered, asset_id=7)
-    ordered.post(EVENTS_V2, status=status)
+    ordered.post(EVENTS_V2, status=429)
     ordered.post(EVENTS_V2, json=event(5))
     assert client_for().create_asset_event(URI)["id"] == 5
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_503_look_for_the_event_before_resending(ordered: responses.RequestsMock, status: int) -> None:
+    """Regression (issue 9, defect 2): the proxy forwarded the POST, the event exists: no second POST."""
+    register_resolve(ordered, asset_id=7)
+    ordered.post(EVENTS_V2, status=status)
+    ordered.get(EVENTS_V2, json={"asset_events": [event(42, eid="e-1")], "total_entries": 1})
+    found = client_for().create_asset_event(URI, {}, dedupe=("eid", "e-1"))
+    assert found["id"] == 42
+    assert len(posts(ordered)) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_503_without_dedupe_are_not_resent(rsps: responses.RequestsMock, status: int) -> None:
+    """Regression (issue 9, defect 2): without an id to look for, an ambiguous 502/503 is raised."""
+    register_resolve(rsps, asset_id=7)
+    rsps.post(EVENTS_V2, status=status)
+    with pytest.raises(TransientError) as info:
+        client_for(retries=3).create_asset_event(URI, {"k": "v"})
+    assert info.value.ambiguous is True
+    assert len(posts(rsps)) == 1
 
 
 def test_connection_refused_on_post_is_retried_without_dedupe(ordered: responses.RequestsMock) -> None:
@@ -456,9 +474,9 @@ def test_429_on_post_waits_for_retry_after(ordered: responses.RequestsMock, slee
     assert sleeps == [11.0]
 
 
-def test_503_on_every_post_gives_up_after_retries_plus_one(rsps: responses.RequestsMock) -> None:
+def test_429_on_every_post_gives_up_after_retries_plus_one(rsps: responses.RequestsMock) -> None:
     register_resolve(rsps, asset_id=7)
-    rsps.post(EVENTS_V2, status=503)
+    rsps.post(EVENTS_V2, status=429)
     with pytest.raises(TransientError) as info:
         client_for(retries=2).create_asset_event(URI)
     assert info.value.ambiguous is False
