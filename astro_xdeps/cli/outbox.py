@@ -103,6 +103,7 @@ def run_drain(outbox: Outbox, out: TextIO, *, follow: bool, timeout: float | Non
         concurrency=settings.get_int("target_concurrency"),
         retry_horizon=float(settings.get_int("retry_horizon")),
         backoff_max=float(settings.get_int("retry_max_delay")),
+        purge_after=float(settings.get_int("delivered_retention")),
     )
     if not follow:
         stats = worker.drain(timeout=timeout)

@@ -268,6 +268,32 @@ class Outbox:
             ).all()
         return sorted((_item(row) for row in rows), key=lambda item: item.id)
 
+    def renew(
+        self, ids: Collection[int], owner: str, *, lease_seconds: float, now: float | None = None
+    ) -> set[int]:
+        """Extend ``owner``'s leases on ``ids`` to ``now + lease_seconds``; return the ids still held.
+
+        An id missing from the result is no longer this owner's (another worker claimed it after
+        the lease ran out, or it was finished or purged): the caller must not send it. A lease
+        that ran out but was not taken over is still held, as for :meth:`mark_delivered`.
+        """
+        _check_owner(owner)
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+        if not ids:
+            return set()
+        now = time.time() if now is None else now
+        t = self._table
+        lease_until = now + lease_seconds
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(list(ids)), t.c.state == PENDING, t.c.lease_owner == owner)
+            .values(lease_until=lease_until, next_attempt_at=lease_until)
+            .returning(t.c.id)
+        )
+        with self._transaction("renew leases", write=True) as conn:
+            return set(conn.execute(stmt).scalars())
+
     def mark_delivered(self, item_id: int, owner: str, result: Any = None) -> bool:
         """Record that the downstream confirmed the item; ``result`` is any JSON value to keep.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -377,7 +378,11 @@ def test_ambiguous_failure_with_dedupe_returns_the_event_that_did_arrive(
     ordered.get(
         EVENTS_V2,
         json={"asset_events": [event(41, eid="other"), event(42, eid="e-1")], "total_entries": 2},
-        match=[matchers.query_param_matcher({"asset_id": 7, "order_by": "-timestamp", "limit": 100})],
+        match=[
+            matchers.query_param_matcher(
+                {"asset_id": 7, "order_by": "-timestamp", "limit": 100, "offset": 0}, strict_match=False
+            )
+        ],
     )
     found = client_for().create_asset_event(URI, {}, dedupe=("eid", "e-1"))
     assert found["id"] == 42
@@ -523,13 +528,62 @@ def test_ambiguous_failure_with_dedupe_on_v1_finds_the_dataset_event(ordered: re
     ordered.get(
         EVENTS_V1,
         json={"dataset_events": [{"id": 77, "extra": {"eid": "e-1"}}], "total_entries": 1},
-        match=[matchers.query_param_matcher({"dataset_id": 5, "order_by": "-timestamp", "limit": 100})],
+        match=[
+            matchers.query_param_matcher(
+                {"dataset_id": 5, "order_by": "-timestamp", "limit": 100, "offset": 0}
+            )
+        ],
     )
     assert client_for(api_version="v1").create_asset_event(URI, dedupe=("eid", "e-1"))["id"] == 77
     assert len(posts(ordered)) == 1
 
 
 # -- recent events ------------------------------------------------------------------------------
+
+
+def events_page(offset: int, *events: dict, since: str | None = None) -> dict:
+    params = {"asset_id": 7, "order_by": "-timestamp", "limit": 100, "offset": offset}
+    if since is not None:
+        params["timestamp_gte"] = since
+    return {"json": {"asset_events": list(events)}, "match": [matchers.query_param_matcher(params)]}
+
+
+def test_find_event_pages_past_the_100_newest_events(ordered: responses.RequestsMock) -> None:
+    """Regression (issue 9, defect 12): on a busy asset the sought event is not among the 100 newest."""
+    register_resolve(ordered, asset_id=7)
+    ordered.get(EVENTS_V2, **events_page(0, *(event(1000 - i, eid=f"other-{i}") for i in range(100))))
+    ordered.get(
+        EVENTS_V2,
+        **events_page(100, *(event(900 - i, eid=f"older-{i}") for i in range(40)), event(5, eid="e-1")),
+    )
+    assert client_for().find_event(URI, "eid", "e-1")["id"] == 5
+
+
+def test_find_event_since_filters_on_the_server_with_a_clock_skew_margin(
+    rsps: responses.RequestsMock,
+) -> None:
+    register_resolve(rsps, asset_id=7)
+    since = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    rsps.get(EVENTS_V2, **events_page(0, event(5, eid="e-1"), since="2026-11-30T11:50:00.000000Z"))
+    assert client_for().find_event(URI, "eid", "e-1", since=since)["id"] == 5
+
+
+def test_find_event_on_v1_stops_paging_at_events_older_than_since(ordered: responses.RequestsMock) -> None:
+    ordered.get(DATASET_V1, json={"id": 5, "uri": URI})
+    page = [{"id": 100 - i, "extra": {}, "timestamp": "2026-11-30T12:30:00+00:00"} for i in range(99)]
+    page.append({"id": 1, "extra": {}, "timestamp": "2026-11-30T10:00:00+00:00"})
+    ordered.get(
+        EVENTS_V1,
+        json={"dataset_events": page},
+        match=[
+            matchers.query_param_matcher(
+                {"dataset_id": 5, "order_by": "-timestamp", "limit": 100, "offset": 0}
+            )
+        ],
+    )
+    since = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    assert client_for(api_version="v1").find_event(URI, "eid", "e-1", since=since) is None
+    assert len(ordered.calls) == 2  # no second page: the rest is older than the first attempt
 
 
 def test_find_event_returns_none_when_no_recent_event_matches(rsps: responses.RequestsMock) -> None:
