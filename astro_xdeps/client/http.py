@@ -228,9 +228,18 @@ class Transport:
         )
 
     def _send_once(
-        self, method: str, path: str, call: str, *, auth: bool, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        call: str,
+        *,
+        auth: bool,
+        extra_headers: Callable[[], dict[str, str]] | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
         headers = self._auth_headers() if auth else {}
+        if extra_headers is not None:
+            headers = {**headers, **extra_headers()}
         # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify.
         kwargs.setdefault("verify", self.config.verify)
         try:
@@ -266,14 +275,18 @@ class Transport:
         retry: RetryMode = "all",
         auth: bool = True,
         retries: int | None = None,
+        headers: Callable[[], dict[str, str]] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send a request, retrying per ``retry``; return the response if its status is in
-        ``ok`` or ``passthrough``, else raise the matching :class:`DeploymentError`."""
+        ``ok`` or ``passthrough``, else raise the matching :class:`DeploymentError`.
+
+        ``headers`` is called before each attempt, so a signature can carry a fresh timestamp.
+        """
         call = f"{method} {path.split('?')[0]}"
 
         def attempt() -> requests.Response:
-            response = self._send_once(method, path, call, auth=auth, **kwargs)
+            response = self._send_once(method, path, call, auth=auth, extra_headers=headers, **kwargs)
             if response.status_code in ok or response.status_code in passthrough:
                 return response
             raise error_for_response(response, deployment=self.config.name, call=call, secrets=self.secrets)
