@@ -75,7 +75,7 @@ class TransientError(DeploymentError):
     """A failure worth retrying: the deployment was unreachable, slow, overloaded or erroring.
 
     ``ambiguous`` is True when the request may have reached the application and taken effect
-    (read timeout, 500, 504); a caller that must not duplicate checks before sending again.
+    (read timeout, reset, 500, 502, 503, 504); a caller that must not duplicate checks before sending again.
     ``retry_after`` carries the server's ``Retry-After`` in seconds when it sent one.
     """
 

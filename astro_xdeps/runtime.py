@@ -145,6 +145,7 @@ def get_worker() -> DeliveryWorker:
                 concurrency=settings.get_int("target_concurrency"),
                 retry_horizon=float(settings.get_int("retry_horizon")),
                 backoff_max=float(settings.get_int("retry_max_delay")),
+                purge_after=float(settings.get_int("delivered_retention")),
             )
         return _worker
 

@@ -101,6 +101,14 @@ OPTIONS: dict[str, Option] = {
             sensitive=True,
         ),
         Option("target_concurrency", "4", "Requests in flight per target deployment.", type="integer"),
+        Option(
+            "delivered_retention",
+            "604800",
+            "Seconds a delivered outbox item is kept before the delivery worker deletes it (checked "
+            "hourly; default 7 days; 0 keeps them forever). It is also the dedupe window: an event "
+            "or webhook repeated after its item was deleted is not recognised as a repeat.",
+            type="integer",
+        ),
     )
 }
 

@@ -10,6 +10,8 @@ import time
 from typing import TextIO
 
 from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK
+from astro_xdeps.exceptions import XdepsError
+from astro_xdeps.outbox.loss import Losses, losses_path, read_losses
 from astro_xdeps.outbox.models import Item, StatusRow
 from astro_xdeps.outbox.store import Outbox
 
@@ -74,12 +76,38 @@ def render_items(items: list[Item], out: TextIO, now: float | None = None) -> No
             out.write(f"    last error: {it.last_error}\n")
 
 
-def run_status(outbox: Outbox, out: TextIO, *, as_json: bool = False) -> int:
+def render_losses(losses: Losses, out: TextIO, now: float | None = None) -> None:
+    """The listener's lost events, if any: they never reached the outbox, so no row shows them."""
+    if not losses.lost_events:
+        return
+    now = time.time() if now is None else now
+    last = losses.recent[-1] if losses.recent else {}
+    out.write(
+        f"LOST: {losses.lost_events} asset event(s) could not be written to the outbox and were not "
+        f"forwarded (last {_ago(now - (losses.last_at or now))} ago"
+        + (f", {last.get('uri')}: {last.get('error')}" if last else "")
+        + f"). Details: {losses_path()}; delete that file to reset the count.\n"
+    )
+
+
+def run_status(outbox: Outbox, out: TextIO, *, as_json: bool = False, losses: Losses | None = None) -> int:
     rows = outbox.status()
+    losses = read_losses() if losses is None else losses
     if as_json:
-        out.write(json.dumps([r.__dict__ for r in rows], indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "outbox": outbox.url,
+                    "items": [r.__dict__ for r in rows],
+                    "listener_losses": losses.__dict__,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         render_status(rows, outbox.url, out)
+        render_losses(losses, out)
     return EXIT_OK
 
 
@@ -103,6 +131,7 @@ def run_drain(outbox: Outbox, out: TextIO, *, follow: bool, timeout: float | Non
         concurrency=settings.get_int("target_concurrency"),
         retry_horizon=float(settings.get_int("retry_horizon")),
         backoff_max=float(settings.get_int("retry_max_delay")),
+        purge_after=float(settings.get_int("delivered_retention")),
     )
     if not follow:
         stats = worker.drain(timeout=timeout)
@@ -124,9 +153,15 @@ def main(args) -> int:
     from astro_xdeps import runtime
 
     out = sys.stdout
-    outbox = runtime.get_outbox()
     if args.outbox_command == "status":
-        return run_status(outbox, out, as_json=args.json)
+        losses = read_losses()
+        try:
+            outbox = runtime.get_outbox()
+        except XdepsError:
+            render_losses(losses, out)  # the count lives outside the outbox: show it anyway
+            raise
+        return run_status(outbox, out, as_json=args.json, losses=losses)
+    outbox = runtime.get_outbox()
     if args.outbox_command == "list":
         return run_list(outbox, out, state=args.state, target=args.target, limit=args.limit)
     if args.outbox_command == "retry":

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +21,23 @@ from astro_xdeps.exceptions import DeploymentError, NotFoundError, RequestReject
 log = logging.getLogger(__name__)
 
 _PAGE = 100
+# How far the downstream's clock may be behind ours when looking for an event since a time.
+CLOCK_SKEW_SECONDS = 600.0
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _epoch(value: Any) -> float:
+    """An API timestamp as epoch seconds; unparseable counts as new (keep reading)."""
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 @dataclass(frozen=True)
@@ -160,19 +179,20 @@ class DeploymentClient:
         """Create one asset event for ``uri`` and return it as the server reports it.
 
         ``dedupe=(key, value)`` names a field of ``extra`` that identifies this event. After an
-        ambiguous failure (timeout, 5xx: the event may have been written), the recent events
-        are searched for it before sending again, and a match is returned instead of a
+        ambiguous failure (timeout, reset, 5xx: the event may have been written), the events
+        since the first attempt are searched for it before sending again, and a match is returned instead of a
         duplicate. Without ``dedupe`` such a failure is raised, never blindly resent.
         """
         extra = dict(extra or {})
         if dedupe and extra.get(dedupe[0]) != dedupe[1]:
             extra[dedupe[0]] = dedupe[1]
         resend_needs_check = False
+        first_attempt = time.time()
 
         def attempt() -> dict[str, Any]:
             nonlocal resend_needs_check
             if resend_needs_check and dedupe:
-                found = self.find_event(uri, *dedupe)
+                found = self.find_event(uri, *dedupe, since=first_attempt)
                 if found is not None:
                     log.info("Event %s=%s already arrived at %s; not sending again", *dedupe, self.name)
                     return found
@@ -219,12 +239,43 @@ class DeploymentClient:
             "dataset_events"
         ]
 
-    def find_event(self, uri: str, key: str, value: str, *, limit: int = 100) -> dict[str, Any] | None:
-        """The recent event of ``uri`` whose ``extra[key] == value``, if any."""
-        for event in self.recent_events(uri, limit=limit):
-            if (event.get("extra") or {}).get(key) == value:
-                return event
-        return None
+    def find_event(
+        self, uri: str, key: str, value: str, *, since: float | None = None, page_size: int = _PAGE
+    ) -> dict[str, Any] | None:
+        """The event of ``uri`` whose ``extra[key] == value`` created since ``since``, if any.
+
+        ``since`` (epoch seconds, our clock) is when the first attempt to create it started; it
+        is widened by :data:`CLOCK_SKEW_SECONDS` for the server's clock. Every page of events
+        since then is read, newest first, so the check finds the event however many others the
+        asset got meanwhile (a new event only shifts the pages: it is read twice, never skipped).
+        Airflow 3 filters by ``timestamp_gte`` on the server; Airflow 2's API cannot, so paging
+        stops at the first event older than ``since``. Without ``since`` every event is read.
+        """
+        cutoff = None if since is None else since - CLOCK_SKEW_SECONDS
+        v2 = self.api_version == "v2"
+        asset = self.resolve_asset(uri)
+        path, listing = (
+            ("/api/v2/assets/events", "asset_events") if v2 else ("/api/v1/datasets/events", "dataset_events")
+        )
+        params: dict[str, Any] = {
+            "asset_id" if v2 else "dataset_id": asset.id,
+            "order_by": "-timestamp",
+            "limit": page_size,
+        }
+        if v2 and cutoff is not None:
+            params["timestamp_gte"] = _iso(cutoff)
+        offset = 0
+        while True:
+            params["offset"] = offset
+            events = self.transport.request("GET", path, params=params).json().get(listing) or []
+            for event in events:
+                if (event.get("extra") or {}).get(key) == value:
+                    return event
+            if len(events) < page_size:
+                return None
+            if cutoff is not None and not v2 and _epoch(events[-1].get("timestamp")) < cutoff:
+                return None  # Airflow 2: the rest are older than the first attempt
+            offset += len(events)
 
     # -- DAGs and runs ------------------------------------------------------------------------
     def get_dag(self, dag_id: str) -> dict[str, Any]:

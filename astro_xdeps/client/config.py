@@ -6,6 +6,7 @@ Pure: no Airflow import, no I/O. The hook turns an Airflow connection (or the
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +21,9 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
 _API_SUFFIX = re.compile(r"/api/v[12](/.*)?$")
 # Pages of the Airflow UI users copy from the address bar.
 _UI_SUFFIX = re.compile(r"/(home|dags|ui|assets|datasets)(/.*)?$")
+# The user-info part of a URL (with or without a scheme): everything up to the last "@" before
+# the path, query or fragment.
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//|)[^/?#]*@")
 
 
 def normalize_base_url(raw: str, *, scheme: str | None = None, port: int | None = None) -> str:
@@ -35,6 +39,14 @@ def normalize_base_url(raw: str, *, scheme: str | None = None, port: int | None 
             "The deployment URL is empty. Set the connection's Host, or DEPLOYMENT_URL, to the "
             "deployment's URL, e.g. https://<org>.astronomer.run/<deployment-id> or http://localhost:8080."
         )
+    shown = redact_url(text)
+    if shown != text:
+        # Checked first, so no later message can echo the credentials.
+        raise ConfigError(
+            f"The deployment URL {shown!r} contains credentials. Remove them from the URL and put the "
+            "token or password in the connection's Password field (or API_TOKEN) instead, so it is "
+            "never logged."
+        )
     if "://" not in text:
         authority = text.split("/", 1)[0]
         host_part = (
@@ -42,16 +54,17 @@ def normalize_base_url(raw: str, *, scheme: str | None = None, port: int | None 
         )
         default_scheme = "http" if host_part.lower() in _LOOPBACK_HOSTS else "https"
         text = f"{scheme or default_scheme}://{text}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"The deployment URL {shown!r} is not a valid URL ({exc}).") from None
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"The deployment URL {raw!r} has scheme {parts.scheme!r}; use http:// or https://.")
-    if not parts.hostname:
-        raise ConfigError(f"The deployment URL {raw!r} has no host name.")
-    if parts.username or parts.password:
         raise ConfigError(
-            "The deployment URL contains credentials. Put the token or password in the "
-            "connection's Password field (or API_TOKEN) instead, so it is never logged."
+            f"The deployment URL {shown!r} has scheme {parts.scheme!r}; use http:// or https://."
         )
+    if not parts.hostname:
+        raise ConfigError(f"The deployment URL {shown!r} has no host name.")
     netloc = parts.netloc
     if port and parts.port is None:
         netloc = f"{netloc}:{port}"
@@ -59,6 +72,14 @@ def normalize_base_url(raw: str, *, scheme: str | None = None, port: int | None 
     path = _API_SUFFIX.sub("", path)
     path = _UI_SUFFIX.sub("", path)
     return urlunsplit((parts.scheme, netloc, path.rstrip("/"), "", ""))
+
+
+def redact_url(text: str) -> str:
+    """``text`` with any ``user:password@`` (or ``token@``) before the host replaced by ``***@``.
+
+    Pure string work, so it also covers text ``urlsplit`` would reject.
+    """
+    return _USERINFO.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -113,5 +134,14 @@ class DeploymentConfig:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must never appear in a log line or an error message."""
-        return tuple(s for s in (self.token, self.password) if s)
+        """Values that must never appear in a log line or an error message.
+
+        With a login and password that includes the Basic-auth credential (base64 of
+        ``login:password``): a server that echoes the ``Authorization`` header in an error
+        would otherwise put it, and so the password, into messages and the outbox's ``last_error``.
+        """
+        values = [self.token, self.password]
+        if self.username and self.password:
+            pair = f"{self.username}:{self.password}".encode()
+            values += [base64.b64encode(pair).decode("ascii"), base64.urlsafe_b64encode(pair).decode("ascii")]
+        return tuple(dict.fromkeys(s for s in values if s))

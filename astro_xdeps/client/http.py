@@ -5,7 +5,9 @@ Retry policy (the only one in the package):
   waiting at least what ``Retry-After`` asks for;
 - never retried: any other 4xx — the request is wrong and sending it again changes nothing.
 Requests that are not safe to repeat (creating an asset event has no idempotency key) are
-retried only on failures where the server cannot have acted: connection refused, 429, 502, 503.
+retried blindly only on failures where the server cannot have acted: a refused connection (or
+connect timeout) and 429. A 502/503 is not among them: a reverse proxy answers so after it
+forwarded the request when the upstream closed the connection, so the event may exist.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 
 RetryMode = Literal["all", "unsent", "none"]
 MAX_RETRY_AFTER_SECONDS = 120.0
-# Statuses that a gateway or the server sends before the application acted on the request.
-_UNSENT_STATUSES = {429, 502, 503}
+# Statuses that say the application did not act on the request. Not 502/503: a proxy sends those
+# also after it forwarded the request (upstream closed the connection, reset mid-answer).
+_UNSENT_STATUSES = {429}
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -225,9 +228,18 @@ class Transport:
         )
 
     def _send_once(
-        self, method: str, path: str, call: str, *, auth: bool, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        call: str,
+        *,
+        auth: bool,
+        extra_headers: Callable[[], dict[str, str]] | None = None,
+        **kwargs: Any,
     ) -> requests.Response:
         headers = self._auth_headers() if auth else {}
+        if extra_headers is not None:
+            headers = {**headers, **extra_headers()}
         # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify.
         kwargs.setdefault("verify", self.config.verify)
         try:
@@ -263,14 +275,18 @@ class Transport:
         retry: RetryMode = "all",
         auth: bool = True,
         retries: int | None = None,
+        headers: Callable[[], dict[str, str]] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send a request, retrying per ``retry``; return the response if its status is in
-        ``ok`` or ``passthrough``, else raise the matching :class:`DeploymentError`."""
+        ``ok`` or ``passthrough``, else raise the matching :class:`DeploymentError`.
+
+        ``headers`` is called before each attempt, so a signature can carry a fresh timestamp.
+        """
         call = f"{method} {path.split('?')[0]}"
 
         def attempt() -> requests.Response:
-            response = self._send_once(method, path, call, auth=auth, **kwargs)
+            response = self._send_once(method, path, call, auth=auth, extra_headers=headers, **kwargs)
             if response.status_code in ok or response.status_code in passthrough:
                 return response
             raise error_for_response(response, deployment=self.config.name, call=call, secrets=self.secrets)

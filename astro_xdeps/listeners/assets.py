@@ -6,7 +6,8 @@ Which hook, by Airflow version (one listener object carries them all; unknown ho
 - 3.0/3.1: ``on_asset_changed`` — the asset only (no extra, no source).
 - 2.10/2.11: ``on_dataset_changed`` — the dataset only.
 On 3.x these run in the api-server while it records a task's success: no network I/O here,
-every exception is caught (Airflow 2 would fail the task on one).
+every exception is caught (Airflow 2 would fail the task on one), and an event that could not be
+written to the outbox is counted as lost (``astro_xdeps.outbox.loss``) besides the log line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from astro_xdeps.forwarding.payload import (
     outbox_payload,
 )
 from astro_xdeps.forwarding.routes import destinations
+from astro_xdeps.outbox.loss import record_loss
 from astro_xdeps.outbox.models import NewItem
 from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
 
@@ -73,8 +75,13 @@ def forward(event: SourceEvent) -> int:
         if not items:
             return 0
         runtime.get_outbox().enqueue(items)
-    except Exception:
-        log.exception("astro-xdeps could not enqueue the asset event of %s; it is not forwarded", event.uri)
+    except Exception as exc:
+        log.exception(
+            "astro-xdeps could not enqueue the asset event of %s; it is not forwarded (counted as lost "
+            "in `astro-xdeps outbox status`)",
+            event.uri,
+        )
+        record_loss(event.uri, f"{type(exc).__name__}: {exc}")
         return 0
     try:
         runtime.ensure_worker()

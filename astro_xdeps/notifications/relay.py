@@ -22,13 +22,13 @@ import asyncio
 import json
 import logging
 import os
-import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-
-from astro_xdeps.exceptions import ConfigError
+from astro_xdeps.client.config import DeploymentConfig, Timeouts, redact_url
+from astro_xdeps.client.http import Transport, scrub
+from astro_xdeps.exceptions import ConfigError, DeploymentError, TransientError
 from astro_xdeps.relay.events import state_change_id
 from astro_xdeps.relay.signing import webhook_headers
 from astro_xdeps.version_compat import BaseHook, BaseNotifier
@@ -138,47 +138,86 @@ class RelayNotifier(BaseNotifier):
         auth = (conn.extra_dejson or {}).get("auth", "standard-webhooks")
         return url, conn.password, auth
 
+    def _transport(self, url: str, secret: str) -> tuple[Transport, str]:
+        """The package's HTTP client for the relay (retries, ``Retry-After``, scrubbing) and the path."""
+        shown = redact_url(url)
+        if shown != url:
+            raise ConfigError(
+                f"RelayNotifier: the relay URL {shown!r} contains credentials; put the secret in the "
+                "connection's Password (or secret_env) instead."
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"RelayNotifier: the relay URL {url!r} must be http(s)://host/...events/<source>."
+            )
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        config = DeploymentConfig(
+            name="relay",
+            base_url=f"{parts.scheme}://{parts.netloc}",
+            token=secret,  # never sent as a bearer (auth "none"): listed so every message is scrubbed of it
+            auth_type="none",
+            api_version="v2",  # no version detection: the relay is not an Airflow API
+            timeouts=Timeouts(connect=min(5.0, self.timeout), read=self.timeout),
+            retries=max(0, self.retries),
+        )
+        return Transport(config, backoff_initial=1.0, backoff_max=10.0), path
+
     async def async_notify(self, context: Any) -> None:
         """For deadline alerts, which run in the triggerer: the same post, off the event loop."""
         await asyncio.to_thread(self.notify, context)
 
     def notify(self, context: Any) -> None:
+        """Post the event; every failure is logged, none raised: a notifier must never fail a task."""
+        event: dict[str, Any] = {}
         try:
             url, secret, auth = self._target()
             event = event_from_context(context, self.event_type, self.deployment)
-        except Exception as exc:
-            log.error("RelayNotifier: not sent: %s", exc)
-            return
-        body = json.dumps(event).encode()
-        for attempt in range(self.retries + 1):
+            body = json.dumps(event).encode()
             if auth == "bearer":
-                headers = {"Authorization": f"Bearer {secret}", "webhook-id": event["id"]}
+                static = {"Authorization": f"Bearer {secret}", "webhook-id": event["id"]}
+
+                def headers() -> dict[str, str]:
+                    return {**static, "content-type": "application/json"}
             else:
-                headers = webhook_headers(body, [secret], msg_id=event["id"])
-            headers["content-type"] = "application/json"
+                webhook_headers(body, [secret], msg_id=event["id"])  # a bad secret fails here, before sending
+
+                def headers() -> dict[str, str]:
+                    # Signed again per attempt: a retry carries a fresh webhook-timestamp.
+                    return {
+                        **webhook_headers(body, [secret], msg_id=event["id"]),
+                        "content-type": "application/json",
+                    }
+
+            transport, path = self._transport(url, secret)
             try:
-                r = requests.post(url, data=body, headers=headers, timeout=self.timeout)
-                if r.status_code < 300:
-                    log.info(
-                        "RelayNotifier: %s of %s accepted (%s)", event["type"], event["dag_id"], r.status_code
-                    )
-                    return
-                if r.status_code < 500 and r.status_code != 429:
-                    log.error(
-                        "RelayNotifier: relay refused %s: HTTP %s %s",
-                        event["type"],
-                        r.status_code,
-                        r.text[:300],
-                    )
-                    return
-                reason = f"HTTP {r.status_code}"
-            except requests.RequestException as exc:
-                reason = type(exc).__name__
-            if attempt < self.retries:
-                time.sleep(min(2**attempt, 10))
-        log.error(
-            "RelayNotifier: gave up sending %s of %s to the relay (%s)",
-            event["type"],
-            event["dag_id"],
-            reason,
-        )
+                # Safe to repeat on any failure: the relay drops a repeated webhook-id.
+                response = transport.request(
+                    "POST", path, auth=False, retry="all", ok=(200, 201, 202, 204), data=body, headers=headers
+                )
+            finally:
+                transport.close()
+            log.info(
+                "RelayNotifier: %s of %s accepted (%s)", event["type"], event["dag_id"], response.status_code
+            )
+        except TransientError as exc:
+            log.error(
+                "RelayNotifier: gave up sending %s of %s to the relay: %s",
+                event.get("type"),
+                event.get("dag_id"),
+                exc,
+            )
+        except DeploymentError as exc:
+            log.error("RelayNotifier: the relay refused %s: %s", event.get("type"), exc)
+        except Exception as exc:
+            log.error("RelayNotifier: not sent: %s: %s", type(exc).__name__, _scrubbed(exc, self))
+
+
+def _scrubbed(exc: BaseException, notifier: RelayNotifier) -> str:
+    """The error's text without the secret, when the secret can be known without raising."""
+    text = str(exc)
+    try:
+        secret = os.environ.get(notifier.secret_env or "") if notifier.url else None
+    except Exception:
+        secret = None
+    return scrub(text, [secret] if secret else [])

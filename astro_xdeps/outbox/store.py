@@ -268,6 +268,32 @@ class Outbox:
             ).all()
         return sorted((_item(row) for row in rows), key=lambda item: item.id)
 
+    def renew(
+        self, ids: Collection[int], owner: str, *, lease_seconds: float, now: float | None = None
+    ) -> set[int]:
+        """Extend ``owner``'s leases on ``ids`` to ``now + lease_seconds``; return the ids still held.
+
+        An id missing from the result is no longer this owner's (another worker claimed it after
+        the lease ran out, or it was finished or purged): the caller must not send it. A lease
+        that ran out but was not taken over is still held, as for :meth:`mark_delivered`.
+        """
+        _check_owner(owner)
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+        if not ids:
+            return set()
+        now = time.time() if now is None else now
+        t = self._table
+        lease_until = now + lease_seconds
+        stmt = (
+            sa.update(t)
+            .where(t.c.id.in_(list(ids)), t.c.state == PENDING, t.c.lease_owner == owner)
+            .values(lease_until=lease_until, next_attempt_at=lease_until)
+            .returning(t.c.id)
+        )
+        with self._transaction("renew leases", write=True) as conn:
+            return set(conn.execute(stmt).scalars())
+
     def mark_delivered(self, item_id: int, owner: str, result: Any = None) -> bool:
         """Record that the downstream confirmed the item; ``result`` is any JSON value to keep.
 
@@ -500,7 +526,9 @@ class Outbox:
             try:
                 raw = self._engine.raw_connection()
             except sa.exc.DBAPIError as exc:
-                raise self._outbox_error("open", _reason(exc.orig)) from exc
+                raise self._outbox_error("open", exc.orig) from exc
+            except sqlite3.Error as exc:  # raised by the connect hook's PRAGMAs, unwrapped
+                raise self._outbox_error("open", exc) from exc
             try:
                 cursor = raw.cursor()
                 try:
@@ -510,7 +538,9 @@ class Outbox:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise self._outbox_error("switch to WAL mode", _reason(exc)) from exc
+                    raise self._outbox_error("switch to WAL mode", exc) from exc
+            except sqlite3.Error as exc:
+                raise self._outbox_error("switch to WAL mode", exc) from exc
             finally:
                 raw.close()
             time.sleep(0.01)
@@ -569,10 +599,12 @@ class Outbox:
                 return
             except (sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
                 if attempt == 2:
-                    raise self._outbox_error("create the outbox table", _reason(exc.orig)) from exc
+                    raise self._outbox_error("create the outbox table", exc.orig) from exc
                 log.debug("Outbox table creation raced with another process; checking again: %s", exc.orig)
             except sa.exc.DBAPIError as exc:
-                raise self._outbox_error("open", _reason(exc.orig)) from exc
+                raise self._outbox_error("open", exc.orig) from exc
+            except (sqlite3.Error, sa.exc.SQLAlchemyError) as exc:
+                raise self._outbox_error("open", exc) from exc
 
     @contextmanager
     def _transaction(self, op: str, *, write: bool = False, wrap: bool = True) -> Iterator[sa.Connection]:
@@ -586,13 +618,20 @@ class Outbox:
         except sa.exc.DBAPIError as exc:
             if not wrap:
                 raise
-            raise self._outbox_error(op, _reason(exc.orig)) from exc
+            raise self._outbox_error(op, exc.orig) from exc
         except sa.exc.TimeoutError as exc:
             raise OutboxError(
                 f"The outbox {self._safe_url} could not {op}: every pooled connection stayed busy "
                 "too long. Try: fewer threads using one Outbox at once, or look for "
                 "a slow or stuck database."
             ) from exc
+        except sqlite3.Error as exc:
+            # A new pooled connection's PRAGMAs failed (the file was damaged or replaced meanwhile).
+            raise self._outbox_error(op, exc) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            if not wrap:
+                raise
+            raise self._outbox_error(op, exc) from exc
 
     def _finish(self, op: str, item_id: int, owner: str, **values: Any) -> bool:
         t = self._table
@@ -607,7 +646,17 @@ class Outbox:
             log.info("Outbox item %s: %s by %s ignored, the lease is no longer theirs", item_id, op, owner)
         return changed
 
-    def _outbox_error(self, op: str, reason: str) -> OutboxError:
+    def _outbox_error(self, op: str, error: BaseException | None) -> OutboxError:
+        reason = _reason(error)
+        if self._dialect == "sqlite" and _is_corrupt(error):
+            path = self._engine.url.database or ""
+            return OutboxError(
+                f"The outbox {self._safe_url} could not {op}: {reason}. The file {path} is damaged or is "
+                f"not an SQLite database. Try: stop the Airflow processes that use it, move it aside "
+                f"together with its -wal and -shm files (mv {path} {path}.corrupt), and start them "
+                "again: a new, empty outbox is created. Items of the old file that were not "
+                f"delivered yet may be recovered with: sqlite3 {path}.corrupt .recover"
+            )
         if self._dialect == "sqlite":
             hint = (
                 "check that the file's folder exists and is writable, that the disk is not full, and that "
@@ -702,6 +751,16 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
     """Writers take the write lock at BEGIN, so read-then-write claims are atomic across processes."""
     immediate = conn.get_execution_options().get(_WRITE, False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _is_corrupt(error: BaseException | None) -> bool:
+    """SQLite says the file is damaged or not a database (not merely locked, full or unreadable)."""
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    text = str(error).lower()
+    return type(error) is sqlite3.DatabaseError or any(
+        word in text for word in ("malformed", "not a database", "corrupt")
+    )
 
 
 def _reason(error: BaseException | None) -> str:

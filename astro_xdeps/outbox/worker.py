@@ -8,8 +8,18 @@ Outcomes per failure class:
   deploy, connection not configured yet): retried with exponential backoff and jitter,
   honouring ``Retry-After``, until ``retry_horizon`` has passed, then dead.
 
-Asset events are resent only after checking the target's recent events for the item's
-``xdeps_event_id``, so a retry after an ambiguous failure never creates a second event.
+Asset events are resent only after checking the target's events since the item was enqueued
+for the item's ``xdeps_event_id``, so a retry after an ambiguous failure never creates a
+second event.
+
+Leases: several workers (api-server, scheduler, replicas) share one outbox, and an item whose
+lease runs out may be claimed by another worker. So a worker claims only what its senders can
+finish in half a lease (measured send time), renews the leases of the items it holds every third
+of a lease while the batch runs, and never sends an item whose lease it no longer holds: that
+item belongs to the worker that took it over, which checks downstream before it sends.
+
+Delivered items are purged after ``purge_after`` seconds (``[astro_xdeps] delivered_retention``),
+once per ``purge_interval``, by the worker's thread.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ from astro_xdeps.outbox.store import Outbox, new_owner_id
 log = logging.getLogger(__name__)
 
 EVENT_ID_KEY = "xdeps_event_id"
+# What one send is assumed to take before the worker has measured one (sizes the first claim).
+ASSUMED_SEND_SECONDS = 1.0
 
 
 @dataclass
@@ -46,15 +58,18 @@ class DrainStats:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    # Claimed but not sent: the lease was lost to another worker before sending.
+    skipped: int = 0
 
     def add(self, other: DrainStats) -> None:
         self.delivered += other.delivered
         self.retried += other.retried
         self.dead += other.dead
+        self.skipped += other.skipped
 
     @property
     def handled(self) -> int:
-        return self.delivered + self.retried + self.dead
+        return self.delivered + self.retried + self.dead + self.skipped
 
 
 class ClientPool:
@@ -111,23 +126,52 @@ class DeliveryWorker:
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     idle_poll: float = 5.0
+    # Delete delivered items this many seconds after delivery (None or 0: keep them forever).
+    purge_after: float | None = 7 * 24 * 3600.0
+    purge_interval: float = 3600.0
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
+        if not self.lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be positive, got {self.lease_seconds}")
+        if self.purge_after is not None and self.purge_after < 0:
+            raise ConfigError(
+                f"[astro_xdeps] delivered_retention must be 0 (keep forever) or a number of seconds, "
+                f"got {self.purge_after:g}."
+            )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
+        # Leases this worker holds: item id -> lease expiry as last written by this worker.
+        self._held: dict[int, float] = {}
+        self._held_lock = threading.Lock()
+        self._send_seconds: float | None = None  # moving average of one send's duration
+        self._next_purge = 0.0  # time.monotonic() of the next purge
 
     # -- one batch ---------------------------------------------------------------------------
+    def claim_limit(self) -> int:
+        """How many items to claim: what ``concurrency`` senders finish in half a lease.
+
+        Until a send has been measured, a send is assumed to take :data:`ASSUMED_SEND_SECONDS`.
+        """
+        senders = max(1, self.concurrency)
+        per_send = ASSUMED_SEND_SECONDS if self._send_seconds is None else self._send_seconds
+        fits = int(senders * (self.lease_seconds / 2) / max(per_send, 1e-3))
+        return max(1, min(self.batch_size, fits))
+
     def deliver_due(self) -> DrainStats:
         """Claim one batch of due items and deliver them; returns what happened."""
+        now = self.clock()
         items = self.outbox.claim(
-            self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds, now=self.clock()
+            self.owner, limit=self.claim_limit(), lease_seconds=self.lease_seconds, now=now
         )
         stats = DrainStats()
         if not items:
             return stats
+        with self._held_lock:
+            for item in items:
+                self._held[item.id] = now + self.lease_seconds
         by_target: dict[str, list[Item]] = defaultdict(list)
         for item in items:
             by_target[item.target].append(item)
@@ -135,17 +179,103 @@ class DeliveryWorker:
         lock = threading.Lock()
 
         def work(item: Item) -> None:
-            outcome = self._deliver_one(item, down, lock)
+            try:
+                outcome = self._deliver_one(item, down, lock)
+            finally:
+                with self._held_lock:
+                    self._held.pop(item.id, None)
             with lock:
                 stats.add(outcome)
 
-        # Interleave targets so one slow deployment does not hold back the others.
-        ordered = [item for group in _round_robin(list(by_target.values())) for item in group]
-        list(self._pool.map(work, ordered))
+        batch_done = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew_while, args=(batch_done,), name="xdeps-lease-renewal", daemon=True
+        )
+        renewer.start()
+        try:
+            # Interleave targets so one slow deployment does not hold back the others.
+            ordered = [item for group in _round_robin(list(by_target.values())) for item in group]
+            list(self._pool.map(work, ordered))
+        finally:
+            batch_done.set()
+            renewer.join()
+            with self._held_lock:
+                for item in items:
+                    self._held.pop(item.id, None)
         return stats
+
+    def _renew_while(self, batch_done: threading.Event) -> None:
+        """Every third of a lease until the batch is done, extend the leases still held."""
+        while not batch_done.wait(self.lease_seconds / 3):
+            self.renew_leases()
+
+    def renew_leases(self) -> None:
+        """Extend the leases of every item this worker holds; forget the ones it lost."""
+        with self._held_lock:
+            ids = list(self._held)
+        if not ids:
+            return
+        now = self.clock()
+        try:
+            kept = self.outbox.renew(ids, self.owner, lease_seconds=self.lease_seconds, now=now)
+        except XdepsError as exc:
+            # Not fatal: each item's lease is checked again right before it is sent.
+            log.warning("Delivery worker could not renew its leases: %s", exc)
+            return
+        with self._held_lock:
+            for item_id in ids:
+                if item_id not in self._held:
+                    continue  # finished meanwhile
+                if item_id in kept:
+                    self._held[item_id] = now + self.lease_seconds
+                else:
+                    del self._held[item_id]
+                    log.warning(
+                        "Outbox item %s: lease lost to another worker; it will not be sent from here", item_id
+                    )
+
+    def _holds_lease(self, item: Item) -> bool:
+        """True if this worker still holds the item's lease for at least half a lease from now.
+
+        A lease closer to its end is renewed first (one write); one that another worker took over
+        is not ours any more.
+        """
+        with self._held_lock:
+            until = self._held.get(item.id)
+        if until is None:
+            return False
+        now = self.clock()
+        if until - now >= self.lease_seconds / 2:
+            return True
+        try:
+            kept = self.outbox.renew([item.id], self.owner, lease_seconds=self.lease_seconds, now=now)
+        except XdepsError as exc:
+            log.warning("Outbox item %s: could not renew its lease, not sending now: %s", item.id, exc)
+            return False
+        with self._held_lock:
+            if item.id in kept:
+                self._held[item.id] = now + self.lease_seconds
+                return True
+            self._held.pop(item.id, None)
+        return False
+
+    def purge_if_due(self) -> int:
+        """Delete items delivered longer than ``purge_after`` ago, at most once per ``purge_interval``.
+
+        Returns how many were deleted. Their idempotency keys go with them, so a duplicate of an
+        older event (a webhook sent again) is no longer recognised: the retention is the dedupe window.
+        """
+        if not self.purge_after or time.monotonic() < self._next_purge:
+            return 0
+        self._next_purge = time.monotonic() + self.purge_interval
+        purged = self.outbox.purge_delivered(self.purge_after, now=self.clock())
+        if purged:
+            log.info("Purged %d outbox item(s) delivered more than %gs ago", purged, self.purge_after)
+        return purged
 
     def drain(self, *, timeout: float | None = None) -> DrainStats:
         """Deliver until nothing is due (or ``timeout`` passed). Items scheduled later stay."""
+        self.purge_if_due()
         total = DrainStats()
         deadline = None if timeout is None else time.monotonic() + timeout
         while deadline is None or time.monotonic() < deadline:
@@ -162,6 +292,11 @@ class DeliveryWorker:
             # The target just failed to answer: don't spend a timeout per item on it.
             self._fail(item, "not sent: the target was unreachable earlier in this batch", None)
             return DrainStats(retried=1)
+        if not self._holds_lease(item):
+            # Another worker took it over after the lease ran out; it checks downstream and sends.
+            log.info("Outbox item %s: lease no longer held by %s; not sending it", item.id, self.owner)
+            return DrainStats(skipped=1)
+        started = time.monotonic()
         try:
             result = self._send(item)
         except RequestRejected as exc:
@@ -179,8 +314,15 @@ class DeliveryWorker:
         except Exception as exc:  # never lose an item to a bug: keep it and retry
             log.exception("Unexpected error delivering outbox item %s", item.id)
             return self._fail(item, f"{type(exc).__name__}: {exc}", None)
+        finally:
+            self._record_send_time(time.monotonic() - started)
         self.outbox.mark_delivered(item.id, self.owner, result)
         return DrainStats(delivered=1)
+
+    def _record_send_time(self, seconds: float) -> None:
+        with self._held_lock:
+            previous = self._send_seconds
+            self._send_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
     def _fail(self, item: Item, error: str, retry_after: float | None) -> DrainStats:
         now = self.clock()
@@ -217,7 +359,7 @@ class DeliveryWorker:
             # Any earlier try may have arrived, even one before an operator's replay (attempts 0).
             if item.attempts > 1 or item.last_error is not None:
                 try:
-                    found = client.find_event(uri, EVENT_ID_KEY, event_id)
+                    found = client.find_event(uri, EVENT_ID_KEY, event_id, since=item.created_at)
                 except NotFoundError:
                     found = None  # the asset is missing, so the event cannot be there either
                 if found is not None:
@@ -263,6 +405,12 @@ class DeliveryWorker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            try:
+                self.purge_if_due()
+            except XdepsError as exc:
+                log.warning("Delivery worker could not purge delivered items: %s", exc)
+            except Exception:
+                log.exception("Delivery worker purge failed; continuing")
             try:
                 stats = self.deliver_due()
                 if stats.handled:

@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from astro_xdeps.exceptions import ConfigError, XdepsError
+from astro_xdeps.outbox import loss
 from astro_xdeps.outbox.store import Outbox, OutboxError
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import PayloadError, parse_event, parse_json_body
@@ -153,6 +154,7 @@ class Metrics:
                     )
             except (XdepsError, *_DB_ERRORS):
                 lines.append("# outbox unavailable")
+        lines += loss.prometheus_lines()
         return "\n".join(lines) + "\n"
 
 

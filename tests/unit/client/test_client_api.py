@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -377,7 +378,11 @@ def test_ambiguous_failure_with_dedupe_returns_the_event_that_did_arrive(
     ordered.get(
         EVENTS_V2,
         json={"asset_events": [event(41, eid="other"), event(42, eid="e-1")], "total_entries": 2},
-        match=[matchers.query_param_matcher({"asset_id": 7, "order_by": "-timestamp", "limit": 100})],
+        match=[
+            matchers.query_param_matcher(
+                {"asset_id": 7, "order_by": "-timestamp", "limit": 100, "offset": 0}, strict_match=False
+            )
+        ],
     )
     found = client_for().create_asset_event(URI, {}, dedupe=("eid", "e-1"))
     assert found["id"] == 42
@@ -423,22 +428,40 @@ def test_ambiguous_failure_without_dedupe_raises_after_exactly_one_post(
     assert len(posts(rsps)) == 1
 
 
-@pytest.mark.parametrize("status", [429, 502, 503])
-def test_unsent_failure_is_retried_without_looking_for_the_event(
-    ordered: responses.RequestsMock, status: int
-) -> None:
+def test_429_is_retried_without_looking_for_the_event(ordered: responses.RequestsMock) -> None:
     register_resolve(ordered, asset_id=7)
-    ordered.post(EVENTS_V2, status=status)
+    ordered.post(EVENTS_V2, status=429)
     ordered.post(EVENTS_V2, json=event(5))  # no GET of recent events in between
     assert client_for().create_asset_event(URI, dedupe=("eid", "e-1"))["id"] == 5
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_unsent_failure_is_retried_without_dedupe_too(ordered: responses.RequestsMock, status: int) -> None:
+def test_429_is_retried_without_dedupe_too(ordered: responses.RequestsMock) -> None:
     register_resolve(ordered, asset_id=7)
-    ordered.post(EVENTS_V2, status=status)
+    ordered.post(EVENTS_V2, status=429)
     ordered.post(EVENTS_V2, json=event(5))
     assert client_for().create_asset_event(URI)["id"] == 5
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_503_look_for_the_event_before_resending(ordered: responses.RequestsMock, status: int) -> None:
+    """Regression (issue 9, defect 2): the proxy forwarded the POST, the event exists: no second POST."""
+    register_resolve(ordered, asset_id=7)
+    ordered.post(EVENTS_V2, status=status)
+    ordered.get(EVENTS_V2, json={"asset_events": [event(42, eid="e-1")], "total_entries": 1})
+    found = client_for().create_asset_event(URI, {}, dedupe=("eid", "e-1"))
+    assert found["id"] == 42
+    assert len(posts(ordered)) == 1
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_502_503_without_dedupe_are_not_resent(rsps: responses.RequestsMock, status: int) -> None:
+    """Regression (issue 9, defect 2): without an id to look for, an ambiguous 502/503 is raised."""
+    register_resolve(rsps, asset_id=7)
+    rsps.post(EVENTS_V2, status=status)
+    with pytest.raises(TransientError) as info:
+        client_for(retries=3).create_asset_event(URI, {"k": "v"})
+    assert info.value.ambiguous is True
+    assert len(posts(rsps)) == 1
 
 
 def test_connection_refused_on_post_is_retried_without_dedupe(ordered: responses.RequestsMock) -> None:
@@ -456,9 +479,9 @@ def test_429_on_post_waits_for_retry_after(ordered: responses.RequestsMock, slee
     assert sleeps == [11.0]
 
 
-def test_503_on_every_post_gives_up_after_retries_plus_one(rsps: responses.RequestsMock) -> None:
+def test_429_on_every_post_gives_up_after_retries_plus_one(rsps: responses.RequestsMock) -> None:
     register_resolve(rsps, asset_id=7)
-    rsps.post(EVENTS_V2, status=503)
+    rsps.post(EVENTS_V2, status=429)
     with pytest.raises(TransientError) as info:
         client_for(retries=2).create_asset_event(URI)
     assert info.value.ambiguous is False
@@ -505,13 +528,62 @@ def test_ambiguous_failure_with_dedupe_on_v1_finds_the_dataset_event(ordered: re
     ordered.get(
         EVENTS_V1,
         json={"dataset_events": [{"id": 77, "extra": {"eid": "e-1"}}], "total_entries": 1},
-        match=[matchers.query_param_matcher({"dataset_id": 5, "order_by": "-timestamp", "limit": 100})],
+        match=[
+            matchers.query_param_matcher(
+                {"dataset_id": 5, "order_by": "-timestamp", "limit": 100, "offset": 0}
+            )
+        ],
     )
     assert client_for(api_version="v1").create_asset_event(URI, dedupe=("eid", "e-1"))["id"] == 77
     assert len(posts(ordered)) == 1
 
 
 # -- recent events ------------------------------------------------------------------------------
+
+
+def events_page(offset: int, *events: dict, since: str | None = None) -> dict:
+    params = {"asset_id": 7, "order_by": "-timestamp", "limit": 100, "offset": offset}
+    if since is not None:
+        params["timestamp_gte"] = since
+    return {"json": {"asset_events": list(events)}, "match": [matchers.query_param_matcher(params)]}
+
+
+def test_find_event_pages_past_the_100_newest_events(ordered: responses.RequestsMock) -> None:
+    """Regression (issue 9, defect 12): on a busy asset the sought event is not among the 100 newest."""
+    register_resolve(ordered, asset_id=7)
+    ordered.get(EVENTS_V2, **events_page(0, *(event(1000 - i, eid=f"other-{i}") for i in range(100))))
+    ordered.get(
+        EVENTS_V2,
+        **events_page(100, *(event(900 - i, eid=f"older-{i}") for i in range(40)), event(5, eid="e-1")),
+    )
+    assert client_for().find_event(URI, "eid", "e-1")["id"] == 5
+
+
+def test_find_event_since_filters_on_the_server_with_a_clock_skew_margin(
+    rsps: responses.RequestsMock,
+) -> None:
+    register_resolve(rsps, asset_id=7)
+    since = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    rsps.get(EVENTS_V2, **events_page(0, event(5, eid="e-1"), since="2026-11-30T11:50:00.000000Z"))
+    assert client_for().find_event(URI, "eid", "e-1", since=since)["id"] == 5
+
+
+def test_find_event_on_v1_stops_paging_at_events_older_than_since(ordered: responses.RequestsMock) -> None:
+    ordered.get(DATASET_V1, json={"id": 5, "uri": URI})
+    page = [{"id": 100 - i, "extra": {}, "timestamp": "2026-11-30T12:30:00+00:00"} for i in range(99)]
+    page.append({"id": 1, "extra": {}, "timestamp": "2026-11-30T10:00:00+00:00"})
+    ordered.get(
+        EVENTS_V1,
+        json={"dataset_events": page},
+        match=[
+            matchers.query_param_matcher(
+                {"dataset_id": 5, "order_by": "-timestamp", "limit": 100, "offset": 0}
+            )
+        ],
+    )
+    since = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+    assert client_for(api_version="v1").find_event(URI, "eid", "e-1", since=since) is None
+    assert len(ordered.calls) == 2  # no second page: the rest is older than the first attempt
 
 
 def test_find_event_returns_none_when_no_recent_event_matches(rsps: responses.RequestsMock) -> None:

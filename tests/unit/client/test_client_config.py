@@ -94,6 +94,31 @@ def test_credentials_in_the_url_are_rejected_without_echoing_them(raw: str) -> N
     assert "tokenonly" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ftp://admin:hunter2-secret@airflow.example.com",
+        "https://admin:hunter2-secret@",
+        "https://admin:hunter2-secret@[::1",
+        "https://admin:hunter2-secret@airflow.example.com:99999",
+        "https://admin:hunter2-secret@airflow.example.com:notaport",
+        "HTTPS://admin:hunter2-secret@airflow.example.com/path",
+    ],
+)
+def test_no_error_about_a_url_echoes_its_credentials(raw: str) -> None:
+    """Regression (issue 9, defect 9): the scheme and host checks echoed the raw URL."""
+    with pytest.raises(ConfigError) as info:
+        normalize_base_url(raw, port=8080)
+    assert "hunter2-secret" not in str(info.value)
+    assert "***@" in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["https://airflow.example.com:99999", "https://[::1"])
+def test_malformed_url_is_a_config_error_not_a_value_error(raw: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid URL"):
+        normalize_base_url(raw)
+
+
 def test_url_without_host_is_rejected() -> None:
     with pytest.raises(ConfigError, match="no host"):
         normalize_base_url("https:///api/v2")
@@ -129,10 +154,14 @@ def test_invalid_config_is_rejected_with_a_message_naming_the_field(fields: dict
 
 
 def test_secrets_lists_token_and_password() -> None:
-    config = DeploymentConfig(
-        name="t", base_url="https://x.example.com", token="tok-abc-123", username="u", password="pw-xyz-789"
-    )
-    assert set(config.secrets) == {"tok-abc-123", "pw-xyz-789"}
+    config = DeploymentConfig(name="t", base_url="https://x.example.com", token="tok-abc-123")
+    assert set(config.secrets) == {"tok-abc-123"}
+
+
+def test_secrets_include_the_basic_auth_credential() -> None:
+    """Regression (issue 9, defect 8): base64 of login:password is as secret as the password."""
+    config = DeploymentConfig(name="t", base_url="https://x.example.com", username="u", password="pw-xyz-789")
+    assert set(config.secrets) == {"pw-xyz-789", "dTpwdy14eXotNzg5"}
 
 
 def test_repr_of_config_hides_token_and_password() -> None:

@@ -84,7 +84,7 @@ def test_status_maps_to_the_error_class_that_says_what_to_do(status: int, error_
 
 
 @pytest.mark.parametrize(
-    ("status", "ambiguous"), [(429, False), (502, False), (503, False), (500, True), (504, True)]
+    ("status", "ambiguous"), [(429, False), (502, True), (503, True), (500, True), (504, True)]
 )
 def test_transient_status_is_ambiguous_only_when_the_server_may_have_acted(
     status: int, ambiguous: bool
@@ -295,7 +295,19 @@ def test_unsent_mode_does_not_resend_after_a_read_timeout(rsps: responses.Reques
     assert len(rsps.calls) == 1
 
 
-@pytest.mark.parametrize("status", [429, 502, 503])
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_unsent_mode_does_not_resend_after_a_5xx_a_proxy_may_send_after_forwarding(
+    rsps: responses.RequestsMock, status: int
+) -> None:
+    """Regression (issue 9, defect 2): a proxy answers 502/503 also after it forwarded the request."""
+    rsps.post(f"{BASE}/api/v2/assets/events", status=status)
+    with pytest.raises(TransientError) as info:
+        transport_for(retries=3).request("POST", "/api/v2/assets/events", json={}, retry="unsent")
+    assert info.value.ambiguous
+    assert len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize("status", [429])
 def test_unsent_mode_resends_when_the_server_cannot_have_acted(
     ordered: responses.RequestsMock, status: int
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -54,6 +55,21 @@ def test_error_body_echoing_the_token_is_scrubbed(rsps: responses.RequestsMock, 
     assert_no_secret(str(info.value))
     assert_no_secret(info.value.body)
     assert "Bearer ***" in str(info.value)  # the rest of the body is still there to help
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+def test_error_body_echoing_the_basic_auth_header_is_scrubbed(
+    rsps: responses.RequestsMock, status: int
+) -> None:
+    """Regression (issue 9, defect 8): ``Basic <base64 of login:password>`` in a downstream's answer."""
+    credential = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+    rsps.get(DAGS, status=status, body=f'{{"detail": "bad header Authorization: Basic {credential}"}}')
+    client = client_for(token=None, username="admin", password=PASSWORD, auth_type="basic", retries=0)
+    with pytest.raises(DeploymentError) as info:
+        client.check_auth()
+    assert credential not in str(info.value)
+    assert credential not in info.value.body
+    assert "Basic ***" in str(info.value)
 
 
 def test_error_body_echoing_the_jwt_is_scrubbed(rsps: responses.RequestsMock) -> None:

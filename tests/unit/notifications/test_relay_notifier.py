@@ -10,7 +10,7 @@ import responses
 
 from astro_xdeps.notifications.relay import RelayNotifier, event_from_context
 from astro_xdeps.relay.events import parse_event
-from astro_xdeps.relay.signing import verify_standard_webhook
+from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
 
 SECRET = "whsec_" + base64.b64encode(b"notifier-test-secret-of-32-bytes").decode()
 URL = "http://relay.test/xdeps/relay/events/callbacks"
@@ -77,9 +77,8 @@ def test_notify_posts_a_signature_the_relay_accepts(monkeypatch):
 
 
 @responses.activate
-def test_notify_retries_5xx_then_gives_up_without_raising(monkeypatch, caplog):
+def test_notify_retries_5xx_then_gives_up_without_raising(monkeypatch, caplog, sleeps):
     monkeypatch.setenv("RELAY_SECRET", SECRET)
-    monkeypatch.setattr("astro_xdeps.notifications.relay.time.sleep", lambda s: None)
     responses.add(responses.POST, URL, status=503)
     RelayNotifier(url=URL, secret_env="RELAY_SECRET", retries=2).notify({"dag_run": _Run()})
     assert len(responses.calls) == 3
@@ -127,3 +126,72 @@ def test_awaiting_the_notifier_as_a_deadline_callback_posts_the_event(monkeypatc
     asyncio.run(run())
     assert len(responses.calls) == 1
     assert json.loads(responses.calls[0].request.body)["type"] == "dag_run.late"
+
+
+# -- issue 9, defect 10: a notifier never fails a task, and sends through the package's client ----
+
+
+@pytest.mark.parametrize("secret", ["whsec_not*base64!", "whsec_", "not-a-whsec-secret"])
+@responses.activate
+def test_a_secret_that_cannot_sign_is_logged_not_raised(monkeypatch, caplog, secret):
+    """Regression: the signing headers were built outside notify's try, so the task failed."""
+    monkeypatch.setenv("RELAY_SECRET", secret)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    assert len(responses.calls) == 0
+    assert "RelayNotifier: not sent" in caplog.text
+
+
+@responses.activate
+def test_notify_waits_what_retry_after_asks_for(monkeypatch, sleeps):
+    """Regression: the notifier's own loop slept 1, 2, 4 s whatever the relay asked."""
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    responses.add(responses.POST, URL, status=429, headers={"Retry-After": "7"})
+    responses.add(responses.POST, URL, status=202)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    assert len(responses.calls) == 2
+    assert sleeps == [7.0]
+
+
+@responses.activate
+def test_each_retry_is_signed_again_with_the_same_webhook_id(monkeypatch, sleeps):
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    times = iter([1_799_999_999.0, 1_800_000_000.0, 1_800_000_030.0])  # check, attempt 1, attempt 2
+
+    def signed_at_the_next_time(body, secrets, *, msg_id):
+        return webhook_headers(body, secrets, msg_id=msg_id, timestamp=next(times))
+
+    monkeypatch.setattr("astro_xdeps.notifications.relay.webhook_headers", signed_at_the_next_time)
+    responses.add(responses.POST, URL, status=503)
+    responses.add(responses.POST, URL, status=202)
+    RelayNotifier(url=URL, secret_env="RELAY_SECRET").notify({"dag_run": _Run()})
+    first, second = (c.request.headers for c in responses.calls)
+    assert first["webhook-id"] == second["webhook-id"]
+    assert (first["webhook-timestamp"], second["webhook-timestamp"]) == ("1800000000", "1800000030")
+
+
+@responses.activate
+def test_a_bearer_secret_echoed_by_the_relay_is_scrubbed_from_the_log(monkeypatch, caplog):
+    bearer = "bearer-SECRET-0123456789"
+    monkeypatch.setattr(
+        "astro_xdeps.notifications.relay.BaseHook.get_connection",
+        lambda conn_id: _Conn(host=URL, password=bearer, extra_dejson={"auth": "bearer"}),
+    )
+    responses.add(responses.POST, URL, status=400, json={"detail": f"bad Authorization: Bearer {bearer}"})
+    RelayNotifier().notify({"dag_run": _Run()})
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {bearer}"
+    assert "refused" in caplog.text
+    assert bearer not in caplog.text
+
+
+def test_a_relay_url_with_credentials_is_refused_without_echoing_them(monkeypatch, caplog):
+    monkeypatch.setenv("RELAY_SECRET", SECRET)
+    RelayNotifier(url="https://admin:hunter2-secret@relay.test/events/x", secret_env="RELAY_SECRET").notify(
+        {"dag_run": _Run()}
+    )
+    assert "contains credentials" in caplog.text
+    assert "hunter2-secret" not in caplog.text
+
+
+class _Conn:
+    def __init__(self, host, password, extra_dejson):
+        self.host, self.password, self.extra_dejson = host, password, extra_dejson

@@ -139,7 +139,8 @@ def register_asset(mock: responses.RequestsMock, base: str = BASE, uri: str = UR
 
 
 def recent_events_match() -> list:
-    return [matchers.query_param_matcher({"asset_id": ASSET_ID, "order_by": "-timestamp", "limit": 100})]
+    params = {"asset_id": ASSET_ID, "order_by": "-timestamp", "limit": 100, "offset": 0}
+    return [matchers.query_param_matcher(params, strict_match=False)]
 
 
 def stored_event(event_id: str, server_id: int = 555) -> dict:
