@@ -92,6 +92,13 @@ OPTIONS: dict[str, Option] = {
             example="/usr/local/airflow/include/xdeps_relay.yaml",
         ),
         Option("target_concurrency", "4", "Requests in flight per target deployment.", type="integer"),
+        Option(
+            "ui",
+            "true",
+            "Show the astro-xdeps page (outbox, relay, dependency graph) in the Airflow 3.1+ UI "
+            "under Browse, served by the api-server at /xdeps/ui under Airflow's login.",
+            type="boolean",
+        ),
     )
 }
 

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = relay_sub.add_parser("explain", help="which rules an event matches and what they would do")
     explain.add_argument("event", help="the event as JSON, or @file")
     explain.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    from astro_xdeps.cli import graph as graph_cli
+
+    graph_cli.add_parser(sub)
     return parser
 
 
@@ -117,6 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from astro_xdeps.cli import relay as relay_cli
 
         return relay_cli.main(args)
+    if args.command == "graph":
+        from astro_xdeps.cli import graph as graph_cli
+        from astro_xdeps.exceptions import XdepsError
+
+        try:
+            return graph_cli.run(args)
+        except XdepsError as exc:
+            sys.stderr.write(f"astro-xdeps graph: {exc}\n")
+            return EXIT_USAGE
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
     return EXIT_USAGE
 
