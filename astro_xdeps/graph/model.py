@@ -137,7 +137,9 @@ def _dag_node(deployment: str | None, dag_id: str | None, task_id: str | None = 
 
 def _target_node(deployment: str, dag_id: str | None) -> Node:
     if dag_id:
-        return Node(f"dag:{deployment}:{dag_id}", "dag", f"{deployment} / {dag_id}", f"DAG {dag_id} in {deployment}")
+        return Node(
+            f"dag:{deployment}:{dag_id}", "dag", f"{deployment} / {dag_id}", f"DAG {dag_id} in {deployment}"
+        )
     return Node(f"deployment:{deployment}", "deployment", deployment, "deployment")
 
 
@@ -262,7 +264,17 @@ def _item_keys(item: Any) -> list[tuple]:
         rule = prov.get("rule") or "?"
         events = [e for e in prov.get("events") or [] if isinstance(e, dict)] or [{}]
         return [
-            (e.get("deployment"), e.get("dag_id"), e.get("task_id"), "rule", rule, item.target, payload.get("dag_id"), None, None)
+            (
+                e.get("deployment"),
+                e.get("dag_id"),
+                e.get("task_id"),
+                "rule",
+                rule,
+                item.target,
+                payload.get("dag_id"),
+                None,
+                None,
+            )
             for e in events
         ]
     prov = (payload.get("extra") or {}).get("xdeps") or {}
@@ -270,7 +282,17 @@ def _item_keys(item: Any) -> list[tuple]:
     if "rule" in prov:
         events = [e for e in prov.get("events") or [] if isinstance(e, dict)] or [{}]
         return [
-            (e.get("deployment"), e.get("dag_id"), e.get("task_id"), "rule", prov["rule"], item.target, None, uri, None)
+            (
+                e.get("deployment"),
+                e.get("dag_id"),
+                e.get("task_id"),
+                "rule",
+                prov["rule"],
+                item.target,
+                None,
+                uri,
+                None,
+            )
             for e in events
         ]
     source = prov.get("source") or {}
@@ -289,7 +311,9 @@ def _item_keys(item: Any) -> list[tuple]:
     ]
 
 
-def received_flow(extra: dict[str, Any], *, uri: str, deployment: str, consumers: Sequence[str], at: float | None) -> list[Flow]:
+def received_flow(
+    extra: dict[str, Any], *, uri: str, deployment: str, consumers: Sequence[str], at: float | None
+) -> list[Flow]:
     """Flows of one asset event this deployment received (its extra carries our provenance)."""
     prov = extra.get("xdeps") if isinstance(extra, dict) else None
     if not isinstance(prov, dict):
@@ -309,7 +333,9 @@ def received_flow(extra: dict[str, Any], *, uri: str, deployment: str, consumers
         events = [e for e in prov.get("events") or [] if isinstance(e, dict)] or [{}]
         first = events[-1]
         common.update(
-            source_deployment=first.get("deployment"), source_dag=first.get("dag_id"), source_task=first.get("task_id")
+            source_deployment=first.get("deployment"),
+            source_dag=first.get("dag_id"),
+            source_task=first.get("task_id"),
         )
     return [Flow(**common, target_dag=dag) for dag in consumers] or [Flow(**common)]
 
@@ -318,11 +344,27 @@ def merge_flows(flows: Iterable[Flow]) -> list[Flow]:
     """Sum flows with the same path (e.g. many received events of one asset)."""
     acc: dict[tuple, Flow] = {}
     for f in flows:
-        key = (f.source_deployment, f.source_dag, f.source_task, f.via_kind, f.via, f.target_deployment, f.target_dag, f.target_asset, f.route)
+        key = (
+            f.source_deployment,
+            f.source_dag,
+            f.source_task,
+            f.via_kind,
+            f.via,
+            f.target_deployment,
+            f.target_dag,
+            f.target_asset,
+            f.route,
+        )
         if key in acc:
             o = acc[key]
             last = max((x for x in (o.last_delivered_at, f.last_delivered_at) if x), default=None)
-            acc[key] = replace(o, pending=o.pending + f.pending, delivered=o.delivered + f.delivered, dead=o.dead + f.dead, last_delivered_at=last)
+            acc[key] = replace(
+                o,
+                pending=o.pending + f.pending,
+                delivered=o.delivered + f.delivered,
+                dead=o.dead + f.dead,
+                last_delivered_at=last,
+            )
         else:
             acc[key] = f
     return list(acc.values())
@@ -344,7 +386,11 @@ class Layout:
     boxes: dict[str, Box]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "boxes": {k: b.__dict__ for k, b in self.boxes.items()}}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "boxes": {k: b.__dict__ for k, b in self.boxes.items()},
+        }
 
 
 def layers(graph: Graph) -> dict[str, int]:
@@ -418,6 +464,7 @@ def layout(graph: Graph) -> Layout:
     for c in sorted(columns):
         nodes = columns[c]
         if c > 0:
+
             def key(n: str) -> tuple[float, str]:
                 ps = [row[p] for p in preds[n] if p in row]
                 return (sum(ps) / len(ps) if ps else float("inf"), n)

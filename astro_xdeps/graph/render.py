@@ -29,15 +29,26 @@ def _ids(graph: Graph) -> dict[str, str]:
 
 
 def _counts(edge: Edge) -> str:
-    parts = [f"{n} {k}" for k, n in (("delivered", edge.delivered), ("pending", edge.pending), ("dead", edge.dead)) if n]
-    return ", ".join(parts) if parts else ("configured, nothing seen yet" if edge.configured else "nothing seen")
+    parts = [
+        f"{n} {k}"
+        for k, n in (("delivered", edge.delivered), ("pending", edge.pending), ("dead", edge.dead))
+        if n
+    ]
+    return (
+        ", ".join(parts) if parts else ("configured, nothing seen yet" if edge.configured else "nothing seen")
+    )
 
 
 def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
-_MERMAID_SHAPES = {"dag": ('["', '"]'), "deployment": ('[["', '"]]'), "asset": ('[("', '")]'), "rule": ('{{"', '"}}')}
+_MERMAID_SHAPES = {
+    "dag": ('["', '"]'),
+    "deployment": ('[["', '"]]'),
+    "asset": ('[("', '")]'),
+    "rule": ('{{"', '"}}'),
+}
 
 
 def to_mermaid(graph: Graph) -> str:
@@ -66,13 +77,20 @@ _DOT_SHAPES = {"dag": "box", "deployment": "box3d", "asset": "cylinder", "rule":
 
 def to_dot(graph: Graph) -> str:
     ids = _ids(graph)
-    lines = ["digraph xdeps {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=9];']
+    lines = [
+        "digraph xdeps {",
+        "  rankdir=LR;",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+    ]
     for node_id in sorted(graph.nodes):
         node = graph.nodes[node_id]
-        lines.append(f'  {ids[node_id]} [label="{_dot_text(node.label)}", shape={_DOT_SHAPES.get(node.kind, "box")}];')
+        lines.append(
+            f'  {ids[node_id]} [label="{_dot_text(node.label)}", shape={_DOT_SHAPES.get(node.kind, "box")}];'
+        )
     for edge in sorted(graph.edges.values(), key=lambda e: (e.source, e.target)):
         label = _dot_text(", ".join(p for p in (edge.label, _counts(edge)) if p))
-        style = ', style=dashed' if edge.configured else ""
+        style = ", style=dashed" if edge.configured else ""
         lines.append(
             f'  {ids[edge.source]} -> {ids[edge.target]} [label="{label}", color="{HEALTH_COLOURS[edge.health]}"{style}];'
         )

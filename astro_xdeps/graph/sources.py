@@ -27,7 +27,9 @@ class GraphInputs:
     notes: list[str] = field(default_factory=list)
 
     def graph(self) -> Graph:
-        return build_graph(merge_flows(self.flows), routes=self.routes, rules=self.rules, deployment=self.deployment)
+        return build_graph(
+            merge_flows(self.flows), routes=self.routes, rules=self.rules, deployment=self.deployment
+        )
 
 
 def collect(outbox: Outbox, *, received: bool = True) -> GraphInputs:
@@ -52,7 +54,9 @@ def collect(outbox: Outbox, *, received: bool = True) -> GraphInputs:
             inputs.flows += received_flows(plan.deployment)
         except Exception as exc:  # no metadata DB here (e.g. the CLI on a laptop), or Airflow 2
             log.debug("Could not read received events", exc_info=True)
-            inputs.notes.append(f"events received from other deployments not shown: {type(exc).__name__}: {exc}")
+            inputs.notes.append(
+                f"events received from other deployments not shown: {type(exc).__name__}: {exc}"
+            )
     return inputs
 
 
@@ -86,5 +90,7 @@ def received_flows(deployment: str, limit: int = RECEIVED_SAMPLE) -> list[Flow]:
     flows: list[Flow] = []
     for r in ours:
         at = r.timestamp.timestamp() if r.timestamp is not None else None
-        flows += received_flow(r.extra, uri=r.uri, deployment=deployment, consumers=sorted(consumers.get(r.id, [])), at=at)
+        flows += received_flow(
+            r.extra, uri=r.uri, deployment=deployment, consumers=sorted(consumers.get(r.id, [])), at=at
+        )
     return flows

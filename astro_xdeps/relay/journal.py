@@ -73,7 +73,14 @@ def outcome(
             else f"asset event {p.payload.get('uri')}"
         )
         actions.append(
-            {"rule": p.rule, "kind": p.kind, "target": p.target, "what": what, "outbox_id": e.id, "new": e.created}
+            {
+                "rule": p.rule,
+                "kind": p.kind,
+                "target": p.target,
+                "what": what,
+                "outbox_id": e.id,
+                "new": e.created,
+            }
         )
     fired = sorted({a["rule"] for a in actions})
     return {
@@ -93,9 +100,16 @@ def summary(decision: dict[str, Any]) -> str:
     new = [a for a in decision.get("actions", []) if a["new"]]
     dup = [a for a in decision.get("actions", []) if not a["new"]]
     if new:
-        parts.append("fired " + ", ".join(sorted({a["rule"] for a in new})) + ": " + "; ".join(f"{a['what']} on {a['target']}" for a in new))
+        parts.append(
+            "fired "
+            + ", ".join(sorted({a["rule"] for a in new}))
+            + ": "
+            + "; ".join(f"{a['what']} on {a['target']}" for a in new)
+        )
     if dup:
-        parts.append("deduplicated (already in the outbox): " + "; ".join(f"{a['what']} on {a['target']}" for a in dup))
+        parts.append(
+            "deduplicated (already in the outbox): " + "; ".join(f"{a['what']} on {a['target']}" for a in dup)
+        )
     for rule, missing in decision.get("waiting", {}).items():
         parts.append(f"{rule} waits for " + (", ".join(missing) if missing else "its other conditions"))
     return "; ".join(parts) or "matched " + ", ".join(decision["matched"])
@@ -137,9 +151,13 @@ class RelayJournal:
                 if new_id % 100 == 0:
                     conn.execute(sa.delete(t).where(t.c.id <= new_id - KEEP))
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("astro-xdeps could not record relay event %s in the journal: %s", event.id, _reason(exc))
+            log.warning(
+                "astro-xdeps could not record relay event %s in the journal: %s", event.id, _reason(exc)
+            )
 
-    def recent(self, *, before: int | None = None, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+    def recent(
+        self, *, before: int | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], int | None]:
         """One page of events, newest first, and the ``before`` id of the next page (None: last)."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")

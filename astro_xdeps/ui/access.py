@@ -44,7 +44,9 @@ class AirflowAccess:
         from airflow.api_fastapi.app import get_auth_manager
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 
-        return get_auth_manager().is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN, user=user)
+        return get_auth_manager().is_authorized_dag(
+            method="GET", access_entity=DagAccessEntity.RUN, user=user
+        )
 
     def can_retry(self, user: Any, kind: str) -> bool:
         from airflow.api_fastapi.app import get_auth_manager

@@ -117,7 +117,9 @@ def provenance(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         "route": prov.get("route"),
         "event_id": prov.get("event_id"),
         "hops": prov.get("hops"),
-        "source": {k: source.get(k) for k in ("deployment", "dag_id", "task_id", "run_id", "map_index", "uri")},
+        "source": {
+            k: source.get(k) for k in ("deployment", "dag_id", "task_id", "run_id", "map_index", "uri")
+        },
     }
 
 
@@ -307,8 +309,14 @@ class OutboxQueries:
             recent = conn.execute(sa.select(t).where(t.c.id > floor).order_by(t.c.id.desc()))
             rows = {r.id: _row(r) for r in recent}
             for stmt in (
-                sa.select(t).where(t.c.state == DEAD).order_by(t.c.state, t.c.next_attempt_at.desc()).limit(SAMPLE_DEAD),
-                sa.select(t).where(t.c.state == PENDING).order_by(t.c.state, t.c.next_attempt_at).limit(SAMPLE_PENDING),
+                sa.select(t)
+                .where(t.c.state == DEAD)
+                .order_by(t.c.state, t.c.next_attempt_at.desc())
+                .limit(SAMPLE_DEAD),
+                sa.select(t)
+                .where(t.c.state == PENDING)
+                .order_by(t.c.state, t.c.next_attempt_at)
+                .limit(SAMPLE_PENDING),
             ):
                 for r in conn.execute(stmt):
                     rows.setdefault(r.id, _row(r))
