@@ -152,6 +152,7 @@ def test_retry_needs_permission_for_the_kind_of_item(client: TestClient, outbox:
     assert client.post("/api/retry", json={"ids": [asset_item]}, headers=_as("user")).status_code == 403
     assert client.post("/api/retry", json={"all_dead": True}, headers=_as("user")).status_code == 403
     assert outbox.get(asset_item).state == "dead"
+    assert client.post("/api/retry", json={"ids": [10**6]}, headers=_as("viewer")).status_code == 403
 
     ok = client.post("/api/retry", json={"ids": [run_item]}, headers=_as("user"))
     assert ok.json() == {"retried": 1} and outbox.get(run_item).state == "pending"
