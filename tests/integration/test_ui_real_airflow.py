@@ -149,7 +149,8 @@ def _drain_until_dead(upstream, downstream, token: str, item_id: int, timeout: f
     """Let the real worker give up on the item: ``astro-xdeps outbox drain`` with a zero retry horizon.
 
     The api-server's own worker keeps retrying the item too (3-day horizon); the drain takes it
-    whenever it is due, tries the real downstream (404 again) and, past its horizon, marks it dead.
+    when it wins the claim, tries the real downstream (404 again) and, past its horizon, marks it
+    dead.
     """
     env = {
         "AIRFLOW_HOME": str(upstream.home),
@@ -162,7 +163,9 @@ def _drain_until_dead(upstream, downstream, token: str, item_id: int, timeout: f
         item = _api(upstream, f"api/items/{item_id}", token).json()
         if item["state"] == "dead":
             return item
-        result = run_cli("outbox", "drain", "--timeout", "20", env=env)
+        # --follow: keep polling for 20 s; the item is due only for moments between the
+        # api-server worker's tries, so one pass would rarely find it due.
+        result = run_cli("outbox", "drain", "--follow", "--timeout", "20", env=env)
         assert result.returncode in (0, 1), result.stderr[-2000:]
         time.sleep(1)
     raise AssertionError(f"item {item_id} did not become dead after {timeout:.0f}s")
@@ -308,4 +311,23 @@ def test_page_in_the_airflow_ui(upstream, downstream, browser) -> None:
     _wait_loaded(browser, after=loaded_at)
     row = browser.find_element(By.CSS_SELECTOR, f"#items-body tr[data-id='{dead['id']}']")
     assert row.get_attribute("data-state") == "delivered"
+
+    # 7. `astro-xdeps graph` on each real deployment: what upstream sent, what downstream received.
+    sent = run_cli("graph", env=upstream.env())
+    assert sent.returncode == 0, sent.stderr
+    line = next(x for x in sent.stdout.splitlines() if x.startswith("upstream / ui_producer -> "))
+    assert line.startswith(f"upstream / ui_producer -> {UI_BEARS} -> xdeps_default  [OK: 1 delivered"), (
+        sent.stdout
+    )
+    received = run_cli("graph", "--format", "text", env=downstream.env())
+    assert received.returncode == 0, received.stderr
+    assert (
+        f"upstream / ui_producer -> {UI_BEARS} -> downstream / ui_consumer  [OK: 1 delivered"
+        in received.stdout
+    ), received.stdout + received.stderr
+    mermaid = run_cli("graph", "--format", "mermaid", env=downstream.env())
+    assert mermaid.returncode == 0 and mermaid.stdout.startswith("flowchart LR"), mermaid.stderr
+    print(
+        "\n--- astro-xdeps graph (upstream) ---\n" + sent.stdout + "--- (downstream) ---\n" + received.stdout
+    )
     assert (DOCS / "ui-page.png").stat().st_size > 10_000 and (DOCS / "ui-graph.png").stat().st_size > 5_000
