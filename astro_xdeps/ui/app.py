@@ -163,7 +163,8 @@ def create_app(load: Callable[[], UiRuntime], access: Access) -> FastAPI:
         def check_and_retry() -> int:
             if not any(access.can_retry(user, k) for k in KINDS):
                 raise HTTPException(
-                    403, "Your Airflow user may neither create asset events nor trigger DAG runs: it may not retry."
+                    403,
+                    "Your Airflow user may neither create asset events nor trigger DAG runs: it may not retry.",
                 )
             kinds = set(q.kinds_of(ids).values()) if ids else set()
             if all_dead:

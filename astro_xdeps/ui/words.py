@@ -10,6 +10,8 @@ import re
 
 _STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _GAVE_UP = re.compile(r"^gave up after ([\d.]+) h of retries: ")
+_NO_ASSET = re.compile(r"^No asset with uri ('.*?') in the deployment")
+_NO_CONNECTION = re.compile(r"^(?:No connection ('[^']*')|Connection ('[^']*') does not exist)")
 
 _BY_STATUS = {
     400: "downstream answered 400: it refused the request as invalid; resending cannot help",
@@ -35,6 +37,15 @@ def plain_error(error: str | None) -> str | None:
         text = text[gave_up.end() :]
     if text.startswith("rejected by the target, not retried: "):
         prefix += "not retried: "
+    no_asset = _NO_ASSET.match(text)
+    if no_asset:
+        return prefix + f"downstream has no asset {no_asset.group(1)} yet: deploy a DAG there that uses it"
+    no_conn = _NO_CONNECTION.match(text)
+    if no_conn:
+        return (
+            prefix
+            + f"the connection {no_conn.group(1) or no_conn.group(2)} to downstream does not exist here"
+        )
     m = _STATUS.search(text)
     if m:
         status = int(m.group(1))

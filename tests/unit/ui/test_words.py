@@ -35,6 +35,18 @@ from astro_xdeps.ui.words import plain_error
             "rejected by the target, not retried: The deployment rejected the request — HTTP 422",
             "not retried: downstream answered 422: it refused the request's fields (an Airflow version mismatch?)",
         ),
+        (
+            str(
+                NotFoundError(
+                    "No asset with uri 's3://a' in the deployment", deployment="d", call="resolve asset"
+                )
+            ),
+            "downstream has no asset 's3://a' yet: deploy a DAG there that uses it",
+        ),
+        (
+            "Connection 'xdeps_x' does not exist. Create it (type 'xdeps_deployment') in the UI",
+            "the connection 'xdeps_x' to downstream does not exist here",
+        ),
         ("KeyError: 'uri'", "KeyError: 'uri'"),
     ],
 )
