@@ -7,7 +7,7 @@ by Selenium pointed at both binaries, so nothing is downloaded. The test:
 - logs in through Airflow's own login form, opens Browse → Cross-deployment (the page in an
   iframe of the Airflow UI) and finds the outbox rows of a real forwarding run;
 - makes a real dead item: an asset the downstream does not have (404), given up on by the
-  worker's retry horizon (a drain run with ``retry_horizon=0``);
+  real delivery worker once its retry horizon passed (a worker with ``retry_horizon=0``);
 - a viewer sees the dead item but cannot retry it (disabled button, and 403 from the API with
   the viewer's own login cookie);
 - deploys the consuming DAG downstream, an admin retries the item from the page, and it is
@@ -145,29 +145,42 @@ def _wait_item(deployment, token: str, item_id: int, state: str, timeout: float 
     raise AssertionError(f"item {item_id} not {state} after {timeout:.0f}s: {item}")
 
 
-def _drain_until_dead(upstream, downstream, token: str, item_id: int, timeout: float = 150) -> dict:
-    """Let the real worker give up on the item: ``astro-xdeps outbox drain`` with a zero retry horizon.
+def _give_up_on(upstream, downstream, item_id: int, timeout: float = 120) -> dict:
+    """Let the real delivery worker give up on the item, as it does once its retry horizon passed.
 
-    The api-server's own worker keeps retrying the item too (3-day horizon); the drain takes it
-    when it wins the claim, tries the real downstream (404 again) and, past its horizon, marks it
-    dead.
+    A :class:`DeliveryWorker` with a zero horizon works on the upstream's outbox beside the
+    deployment's own workers (3-day horizon). The item is due only for moments between their
+    tries, so this one claims in a tight loop; when it wins, it sends to the real downstream, gets
+    the real 404 and marks the item dead with that error.
     """
-    env = {
-        "AIRFLOW_HOME": str(upstream.home),
-        "AIRFLOW_CONN_XDEPS_DEFAULT": downstream.connection_json(),
-        "AIRFLOW__ASTRO_XDEPS__RETRY_HORIZON": "0",
-        "AIRFLOW__ASTRO_XDEPS__DELIVERY_WORKER": "false",
-    }
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        item = _api(upstream, f"api/items/{item_id}", token).json()
-        if item["state"] == "dead":
-            return item
-        # --follow: keep polling for 20 s; the item is due only for moments between the
-        # api-server worker's tries, so one pass would rarely find it due.
-        result = run_cli("outbox", "drain", "--follow", "--timeout", "20", env=env)
-        assert result.returncode in (0, 1), result.stderr[-2000:]
-        time.sleep(1)
+    from astro_xdeps.client import DeploymentClient
+    from astro_xdeps.client.config import DeploymentConfig
+    from astro_xdeps.outbox import Outbox
+    from astro_xdeps.outbox.worker import ClientPool, DeliveryWorker
+
+    config = DeploymentConfig(
+        name="xdeps_default",
+        base_url=downstream.url,
+        username="admin",
+        password=downstream.password,
+        retries=0,
+    )
+    outbox = Outbox.sqlite(upstream.home / "xdeps_outbox.db")
+    worker = DeliveryWorker(
+        outbox, clients=ClientPool(lambda _target: DeploymentClient(config)), retry_horizon=0.0, concurrency=1
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            worker.deliver_due()
+            item = outbox.get(item_id)
+            if item is not None and item.state == "dead":
+                return item.__dict__
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        worker.clients.close()
+        outbox.close()
     raise AssertionError(f"item {item_id} did not become dead after {timeout:.0f}s")
 
 
@@ -213,8 +226,9 @@ def test_page_in_the_airflow_ui(upstream, downstream, browser) -> None:
     upstream.wait_for_dag("ui_producer")
     dead_run = upstream.trigger("ui_producer", run_id=f"ui_dead_{uuid.uuid4().hex[:8]}")
     assert upstream.wait_for_run("ui_producer", dead_run)["state"] == "success"
-    dead = _drain_until_dead(upstream, downstream, admin, _find_item(upstream, admin, dead_run)["id"])
+    dead = _give_up_on(upstream, downstream, _find_item(upstream, admin, dead_run)["id"])
     assert "gave up after 0 h of retries" in dead["last_error"]
+    dead = _api(upstream, f"api/items/{dead['id']}", admin).json()
     assert dead["last_error_plain"] == (
         f"gave up after 0 h of retries; last: downstream has no asset '{UI_BEARS}' yet: deploy a DAG there that uses it"
     )
