@@ -27,7 +27,7 @@ from astro_xdeps.relay.rules import Rule
 HEALTH_ORDER = ("dead", "pending", "ok", "idle")  # worst first
 HEALTH_COLOURS = {"dead": "#d62728", "pending": "#e6a700", "ok": "#2ca02c", "idle": "#9e9e9e"}
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 230, 46, 90, 22, 16
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 230, 46, 170, 22, 16
 
 
 @dataclass(frozen=True)
