@@ -47,7 +47,11 @@ def _payload(i: int) -> str:
         "partition_key": None,
         "extra": {"rows": i},
     }
-    extra = {"rows": i, "xdeps_event_id": eid, "xdeps": {"event_id": eid, "hops": 1, "route": "default", "source": source}}
+    extra = {
+        "rows": i,
+        "xdeps_event_id": eid,
+        "xdeps": {"event_id": eid, "hops": 1, "route": "default", "source": source},
+    }
     return json.dumps({"uri": uri, "extra": extra, "partition_key": None, "event_id": eid})
 
 
@@ -99,7 +103,10 @@ def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> 
     outcome = json.dumps({"matched": [], "fired": [], "waiting": {}, "actions": [], "deduplicated": False})
     con.executemany(
         "INSERT INTO xdeps_relay_events (received_at, event_id, type, dag_id, run_id, door, outcome) VALUES (?,?,?,?,?,?,?)",
-        [(now - j, f"ev{j}", "dag_run.success", f"dag_{j % 20}", f"run{j}", "listener", outcome) for j in range(journal)],
+        [
+            (now - j, f"ev{j}", "dag_run.success", f"dag_{j % 20}", f"run{j}", "listener", outcome)
+            for j in range(journal)
+        ],
     )
     con.commit()
     con.close()
@@ -107,8 +114,8 @@ def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> 
 
 
 def client_for(path: Path) -> tuple[Any, Any]:
-    from astro_xdeps.graph.sources import GraphInputs
     from astro_xdeps.graph.model import flows_from_items
+    from astro_xdeps.graph.sources import GraphInputs
     from astro_xdeps.outbox import Outbox
     from astro_xdeps.relay.journal import RelayJournal
     from astro_xdeps.ui.app import UiRuntime, create_app
@@ -161,7 +168,8 @@ def measure(client: Any, reps: int, calls: int) -> dict[str, LatencyRuns]:
     paths = dict(CALLS)
     paths["items, page 2 (keyset)"] = f"/api/items?limit=50&before={first['next_before'] or 1}"
     out = {name: LatencyRuns([]) for name in paths}
-    for _ in range(reps):
+    for rep in range(reps):
+        print(f"  repetition {rep + 1}/{reps}", flush=True)
         for name, path in paths.items():
             samples = []
             for _ in range(calls):
@@ -187,12 +195,16 @@ def measure_status(outbox: Any, reps: int, calls: int) -> LatencyRuns:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--calls", type=int, default=10, help="calls per endpoint per repetition")
     parser.add_argument("--delivered", type=int, default=1_000_000)
     parser.add_argument("--pending", type=int, default=100_000)
-    parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the big outbox file in this folder")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="reuse/keep the big outbox file in this folder"
+    )
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME", "bench")
     notes = machine_notes()
@@ -203,7 +215,9 @@ def main() -> None:
         big = folder / "big_outbox.db"
         if not big.exists():
             print(f"building {args.delivered:,} delivered + {args.pending:,} pending items ...", flush=True)
-            print(f"  {build(big, args.delivered, args.pending, 50, 1000):.0f} s, {big.stat().st_size / 1e6:.0f} MB")
+            print(
+                f"  {build(big, args.delivered, args.pending, 50, 1000):.0f} s, {big.stat().st_size / 1e6:.0f} MB"
+            )
         small = tmp / "small_outbox.db"
         build(small, 1000, 100, 5, 1000)
         big_client, big_outbox = client_for(big)
@@ -225,7 +239,7 @@ def main() -> None:
             [
                 name,
                 fmt_ms(b.p(50)),
-                f"{fmt_ms(lo)}–{fmt_ms(hi)}",
+                f"{fmt_ms(lo)}-{fmt_ms(hi)}",
                 fmt_ms(b.p(99)),
                 fmt_ms(s.p(50)),
                 fmt_ratio(b.p(50) / s.p(50)),
@@ -242,7 +256,7 @@ def main() -> None:
     print()
     print(
         f"baseline Outbox.status() (astro-xdeps outbox status) on 1.1 M items: p50 {fmt_ms(status_big.p(50))} ms "
-        f"(range {fmt_ms(status_big.spread(50)[0])}–{fmt_ms(status_big.spread(50)[1])}); "
+        f"(range {fmt_ms(status_big.spread(50)[0])}-{fmt_ms(status_big.spread(50)[1])}); "
         f"page summary / status = {fmt_ratio(summary_p50 / status_big.p(50))}"
     )
     print(f"loadavg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
