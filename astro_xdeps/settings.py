@@ -109,6 +109,13 @@ OPTIONS: dict[str, Option] = {
             "or webhook repeated after its item was deleted is not recognised as a repeat.",
             type="integer",
         ),
+        Option(
+            "ui",
+            "true",
+            "Show the astro-xdeps page (outbox, relay, dependency graph) in the Airflow 3.1+ UI "
+            "under Browse, served by the api-server at /xdeps/ui under Airflow's login.",
+            type="boolean",
+        ),
     )
 }
 

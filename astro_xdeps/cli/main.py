@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the configured source the event comes through (run ids count per source); "
         "default: the only source, if the file has one",
     )
+    from astro_xdeps.cli import graph as graph_cli
+
+    graph_cli.add_parser(sub)
     return parser
 
 
@@ -123,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from astro_xdeps.cli import relay as relay_cli
 
         return relay_cli.main(args)
+    if args.command == "graph":
+        from astro_xdeps.cli import graph as graph_cli
+        from astro_xdeps.exceptions import XdepsError
+
+        try:
+            return graph_cli.run(args)
+        except XdepsError as exc:
+            sys.stderr.write(f"astro-xdeps graph: {exc}\n")
+            return EXIT_USAGE
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
     return EXIT_USAGE
 

@@ -36,10 +36,34 @@ def _relay_apps() -> list[dict]:
         return []
 
 
+def _page() -> tuple[list[dict], list[dict]]:
+    """The page in the Airflow UI (Airflow 3.1+ external views), unless ``[astro_xdeps] ui`` is false.
+
+    Airflow 3.0 has no external views, and on 2.x the CLI is the operator's view.
+    """
+    try:
+        from astro_xdeps import settings
+        from astro_xdeps.version_compat import AIRFLOW_V_3_1_PLUS
+
+        if not AIRFLOW_V_3_1_PLUS or not settings.get_bool("ui"):
+            return [], []
+        from astro_xdeps.ui.mount import URL_PREFIX, LazyPageApp, external_view
+
+        app = {"app": LazyPageApp(), "url_prefix": URL_PREFIX, "name": "astro-xdeps page"}
+        return [app], [external_view()]
+    except Exception:
+        log.exception("astro-xdeps could not set up its page in the Airflow UI")
+        return [], []
+
+
+_page_apps, _page_views = _page()
+
+
 class XdepsPlugin(AirflowPlugin):
     name = "astro_xdeps"
     listeners = [asset_listener, state_listener]
-    fastapi_apps = _relay_apps()
+    fastapi_apps = _relay_apps() + _page_apps
+    external_views = _page_views
 
     @classmethod
     def on_load(cls, *args, **kwargs) -> None:

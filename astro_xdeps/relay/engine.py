@@ -8,14 +8,18 @@ rule and the ids of the events that fired it.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 from astro_xdeps.outbox.models import EnqueueResult, NewItem
 from astro_xdeps.outbox.store import Outbox
 from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.journal import RelayJournal, outcome, waiting_conditions
 from astro_xdeps.relay.rules import PlannedAction, RelayConfig, matching_rules, plan_actions
 from astro_xdeps.relay.state import RelayState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,10 +35,17 @@ class IngestResult:
 
 
 class RelayEngine:
-    def __init__(self, config: RelayConfig, outbox: Outbox, state: RelayState | None = None) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        outbox: Outbox,
+        state: RelayState | None = None,
+        journal: RelayJournal | None = None,
+    ) -> None:
         self.config = config
         self.outbox = outbox
         self.state = state or RelayState(outbox.engine, outbox.write_engine)
+        self.journal = journal or RelayJournal(outbox.engine, outbox.write_engine)
 
     def ingest(self, event: StateEvent, now: float | None = None) -> IngestResult:
         now = time.time() if now is None else now
@@ -58,7 +69,23 @@ class RelayEngine:
                     for p in result.planned
                 ]
             )
+        self._record(event, result, now)
         return result
+
+    def _record(self, event: StateEvent, result: IngestResult, now: float) -> None:
+        """Keep what was decided, for the operator's page; never fails the ingest."""
+        try:
+            rules = {r.name: r for r in self.config.rules}
+            waiting = {
+                name: waiting_conditions(rules[name], self.state.pending(rules[name], now))
+                for name in result.waiting
+            }
+            decision = outcome(
+                matched=result.matched, waiting=waiting, planned=result.planned, enqueued=result.enqueued
+            )
+            self.journal.record(event, decision, now)
+        except Exception:
+            log.exception("astro-xdeps could not record relay event %s in the journal", event.id)
 
     def explain(self, event: StateEvent, now: float | None = None) -> list[str]:
         """Say, without writing anything, which rules match and what they would do."""

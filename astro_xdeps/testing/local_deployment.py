@@ -44,6 +44,8 @@ class LocalDeployment:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     started_groups: list[int] = field(default_factory=list)  # every process group ever started
+    # More SimpleAuthManager users beside admin, name -> role (viewer, user, op, admin).
+    users: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)
@@ -51,6 +53,7 @@ class LocalDeployment:
         self._log_ports = (free_port(), free_port())
         self._jwt_secret = secrets.token_urlsafe(24)
         self._token: str | None = None
+        self.passwords = {USERNAME: self.password} | {u: secrets.token_urlsafe(12) for u in self.users}
 
     @property
     def url(self) -> str:
@@ -72,7 +75,9 @@ class LocalDeployment:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "2",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    [f"{USERNAME}:admin"] + [f"{u}:{role}" for u, role in self.users.items()]
+                ),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -98,7 +103,7 @@ class LocalDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         self.dags_folder.mkdir(exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
-        (self.home / "passwords.json").write_text(json.dumps({USERNAME: self.password}))
+        (self.home / "passwords.json").write_text(json.dumps(self.passwords))
         for path in self.dags:
             self.add_dag(path)
         if not (self.home / "airflow.db").exists():
@@ -193,6 +198,16 @@ class LocalDeployment:
             r.raise_for_status()
             self._token = r.json()["access_token"]
         return self._token
+
+    def login(self, username: str) -> str:
+        """A fresh JWT for ``username`` (admin or one of ``users``), as ``POST /auth/token`` gives it."""
+        r = requests.post(
+            f"{self.url}/auth/token",
+            json={"username": username, "password": self.passwords[username]},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()["access_token"]
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         """Call the deployment's REST API as admin; a loaded 2-core box gets a few tries."""

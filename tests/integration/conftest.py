@@ -55,6 +55,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             TEST_DAGS / "extract_b.py",
             TEST_DAGS / "late_producer.py",
         ],
+        users={"viewer": "viewer"},  # the page's test: a user who may look but not retry
     )
     down = LocalDeployment(
         "downstream",
