@@ -24,10 +24,37 @@ A relay config file (YAML or JSON)::
         then:
           - trigger_dag: {target: xdeps_downstream, dag_id: build_report}
           - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"}}
+      - name: two-of-three-regions  # any-of: fires once when at_least N conditions have a match
+        when:
+          - {type: dag_run.success, dag_id: sync_eu}
+          - {type: dag_run.success, dag_id: sync_us}
+          - {type: dag_run.success, dag_id: sync_ap}
+        at_least: 2
+        within: 2h
+        then: [{trigger_dag: {target: xdeps_downstream, dag_id: publish}}]
+      - name: page-on-repeated-load-failures   # count: N distinct matching events in the window
+        when: {type: dag_run.failed, dag_id: "load_*", count: 3}
+        within: 1h
+        then: [{trigger_dag: {target: xdeps_ops, dag_id: page_team}}]
+      - name: extract-a-by-six      # deadline (absence): the event must happen before each
+        deadline:                   #   cron instant in that time zone, else `then` runs
+          expect: {type: dag_run.success, dag_id: extract_a}
+          cron: "0 6 * * 1-5"
+          timezone: Europe/Berlin
+          within: 12h               # optional: the window opens 12h before (default: last deadline)
+          grace: 60s                # optional: decide this long after the deadline (default 60s)
+        then: [{trigger_dag: {target: xdeps_downstream, dag_id: extract_a_fallback}}]
+        on_late:                    # optional: once, when it finally happens after a miss
+          - trigger_dag: {target: xdeps_downstream, dag_id: extract_a_caught_up}
     max_body_bytes: 65536
 
 Matching: ``type``, ``dag_id``, ``task_id`` and ``deployment`` are globs (``*`` by default;
-``type`` may also be a list). Templates in ``conf``, ``note`` and ``extra`` substitute
+``type`` may also be a list). A rule with ``within`` keeps state (``relay/state.py``): it fires
+when ``at_least`` of its conditions (all of them for ``when_all``, one for ``when``) have each
+seen ``count`` distinct events (default 1) inside the window; the events of a firing are then
+consumed, and the rule starts over. A deadline rule's ``then`` gets a ``dag_run.missed_deadline``
+event (dag_id and task_id of ``expect``, occurred_at the deadline) for its templates, and that
+event also goes through every other rule. Templates in ``conf``, ``note`` and ``extra`` substitute
 ``{field}`` from the event: id, type, dag_id, run_id, task_id, deployment, occurred_at,
 message, rule. Targets are connection ids named here; nothing in a payload chooses a URL,
 host or token.
@@ -49,7 +76,8 @@ from typing import Any
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox.models import MAX_KEY_CHARS, MAX_TARGET_CHARS
-from astro_xdeps.relay.events import EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
+from astro_xdeps.relay.events import DEADLINE_SOURCE, EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
+from astro_xdeps.relay.schedule import DeadlineSchedule, check_schedule
 
 TEMPLATE_FIELDS = (
     "id",
@@ -93,6 +121,7 @@ class Condition:
     dag_id: str = "*"
     task_id: str = "*"
     deployment: str = "*"
+    count: int = 1  # distinct matching events needed inside the window (stateful rules)
 
     def matches(self, event: StateEvent) -> bool:
         return (
@@ -123,6 +152,21 @@ class Rule:
     actions: tuple[Action, ...]
     all_of: bool = False
     within_seconds: float | None = None
+    at_least: int | None = None  # conditions that must be satisfied; None: all (when_all) or one
+    deadline: DeadlineSchedule | None = None  # a deadline rule: conditions == (expect,)
+    late_actions: tuple[Action, ...] = ()  # deadline rules: when the event comes after a miss
+
+    @property
+    def stateful(self) -> bool:
+        """Whether firing depends on earlier events (a window in ``RelayState``)."""
+        return self.within_seconds is not None and self.deadline is None
+
+    @property
+    def required(self) -> int:
+        """How many conditions must be satisfied for a stateful rule to fire."""
+        if self.at_least is not None:
+            return self.at_least
+        return len(self.conditions) if self.all_of else 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +190,11 @@ class RelayConfig:
 
     @property
     def targets(self) -> set[str]:
-        return {a.target for r in self.rules for a in r.actions}
+        return {a.target for r in self.rules for a in (*r.actions, *r.late_actions)}
+
+    @property
+    def deadline_rules(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.deadline is not None)
 
 
 @dataclass(frozen=True)
@@ -196,7 +244,10 @@ def _glob(obj: Mapping, key: str, where: str) -> str:
 
 def _parse_condition(raw: Any, where: str) -> Condition:
     _expect(raw, dict, where)
-    _check_keys(raw, {"type", "dag_id", "task_id", "deployment"}, where)
+    _check_keys(raw, {"type", "dag_id", "task_id", "deployment", "count"}, where)
+    count = raw.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+        raise ConfigError(f"{where}.count: an integer from 1 to 1000 (distinct events in the window).")
     types = raw.get("type", "*")
     types = [types] if isinstance(types, str) else types
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
@@ -209,6 +260,7 @@ def _parse_condition(raw: Any, where: str) -> Condition:
         dag_id=_glob(raw, "dag_id", where),
         task_id=_glob(raw, "task_id", where),
         deployment=_glob(raw, "deployment", where),
+        count=count,
     )
 
 
@@ -323,40 +375,100 @@ def _parse_action(raw: Any, where: str) -> Action:
     )
 
 
+def _parse_actions(raw: Any, where: str) -> tuple[Action, ...]:
+    actions_raw = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(actions_raw, list) or not actions_raw:
+        raise ConfigError(f"{where}: list at least one action.")
+    return tuple(_parse_action(a, f"{where}[{i}]") for i, a in enumerate(actions_raw))
+
+
+_LITERAL_ID = re.compile(r"^[\w.-]+$")
+
+
+def _parse_deadline(raw: Any, where: str) -> tuple[Condition, DeadlineSchedule]:
+    _expect(raw, dict, where)
+    _check_keys(raw, {"expect", "cron", "timezone", "within", "grace"}, where)
+    if "expect" not in raw:
+        raise ConfigError(
+            f"{where}.expect: required, the event that must happen, e.g. "
+            "{type: dag_run.success, dag_id: extract_a}."
+        )
+    cond = _parse_condition(raw["expect"], f"{where}.expect")
+    if cond.count != 1:
+        raise ConfigError(f"{where}.expect.count: not used by deadlines (one event meets a deadline).")
+    # The missed-deadline event names this DAG (and task): they must be ids, not globs.
+    if not _LITERAL_ID.match(cond.dag_id):
+        raise ConfigError(
+            f"{where}.expect.dag_id: a deadline watches one DAG; give its id, not {cond.dag_id!r}."
+        )
+    if cond.task_id != "*" and not _LITERAL_ID.match(cond.task_id):
+        raise ConfigError(f"{where}.expect.task_id: a task id, not the glob {cond.task_id!r}.")
+    if any(t.endswith("missed_deadline") for t in cond.types):
+        raise ConfigError(
+            f"{where}.expect.type: a deadline expects an upstream state, not a missed deadline."
+        )
+    check_schedule(raw.get("cron"), raw.get("timezone"), where)
+    within = parse_duration(raw["within"], f"{where}.within") if "within" in raw else None
+    grace = parse_duration(raw["grace"], f"{where}.grace") if "grace" in raw else 60.0
+    schedule = DeadlineSchedule(
+        cron=raw["cron"], timezone=raw["timezone"], within_seconds=within, grace_seconds=grace
+    )
+    return cond, schedule
+
+
 def _parse_rule(raw: Any, where: str) -> Rule:
     _expect(raw, dict, where)
-    _check_keys(raw, {"name", "when", "when_all", "within", "then"}, where)
+    _check_keys(raw, {"name", "when", "when_all", "within", "at_least", "deadline", "then", "on_late"}, where)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}.name: required; letters, digits, '_', '.', '-' (at most 100).")
     where = f"rule {name!r}"
-    if ("when" in raw) == ("when_all" in raw):
+    if sum(k in raw for k in ("when", "when_all", "deadline")) != 1:
         raise ConfigError(
-            f"{where}: give exactly one of 'when' (any event matching) or 'when_all' (all, within a window)."
+            f"{where}: give exactly one of 'when' (any event matching), 'when_all' (all, within a "
+            f"window) or 'deadline' (an event that must happen by a time)."
         )
-    if "when" in raw:
+    actions = _parse_actions(raw.get("then"), f"{where}.then")
+    if "deadline" in raw:
+        for key in ("within", "at_least"):
+            if key in raw:
+                raise ConfigError(f"{where}.{key}: not used by deadline rules (see deadline.within).")
+        cond, schedule = _parse_deadline(raw["deadline"], f"{where}.deadline")
+        late = _parse_actions(raw["on_late"], f"{where}.on_late") if "on_late" in raw else ()
+        return Rule(name=name, conditions=(cond,), actions=actions, deadline=schedule, late_actions=late)
+    if "on_late" in raw:
+        raise ConfigError(f"{where}.on_late: only applies to deadline rules.")
+    key = "when" if "when" in raw else "when_all"
+    if key == "when":
         conds = raw["when"] if isinstance(raw["when"], list) else [raw["when"]]
         if not conds:
             raise ConfigError(f"{where}.when: list at least one condition.")
-        if "within" in raw:
-            raise ConfigError(f"{where}.within: only applies to 'when_all'.")
-        within = None
     else:
         conds = _expect(raw["when_all"], list, f"{where}.when_all")
         if len(conds) < 2:
             raise ConfigError(f"{where}.when_all: list at least two conditions (one is a plain 'when').")
-        if "within" not in raw:
-            raise ConfigError(f"{where}.within: required with 'when_all', e.g. 6h.")
-        within = parse_duration(raw["within"], f"{where}.within")
-    key = "when" if "when" in raw else "when_all"
     conditions = tuple(_parse_condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(conds))
-    actions_raw = raw.get("then")
-    actions_raw = [actions_raw] if isinstance(actions_raw, dict) else actions_raw
-    if not isinstance(actions_raw, list) or not actions_raw:
-        raise ConfigError(f"{where}.then: list at least one action.")
-    actions = tuple(_parse_action(a, f"{where}.then[{i}]") for i, a in enumerate(actions_raw))
+    at_least = raw.get("at_least")
+    if at_least is not None and (
+        isinstance(at_least, bool) or not isinstance(at_least, int) or not 1 <= at_least <= len(conditions)
+    ):
+        raise ConfigError(
+            f"{where}.at_least: an integer from 1 to {len(conditions)} (the number of conditions)."
+        )
+    stateful = key == "when_all" or at_least is not None or any(c.count > 1 for c in conditions)
+    if stateful and "within" not in raw:
+        why = "'when_all'" if key == "when_all" else "'at_least' or 'count'"
+        raise ConfigError(f"{where}.within: required with {why}, e.g. 6h.")
+    if not stateful and "within" in raw:
+        raise ConfigError(f"{where}.within: only applies to 'when_all', 'at_least' or a condition's 'count'.")
+    within = parse_duration(raw["within"], f"{where}.within") if stateful else None
     return Rule(
-        name=name, conditions=conditions, actions=actions, all_of=key == "when_all", within_seconds=within
+        name=name,
+        conditions=conditions,
+        actions=actions,
+        all_of=key == "when_all",
+        within_seconds=within,
+        at_least=at_least,
     )
 
 
@@ -495,14 +607,20 @@ def dag_run_id(rule: str, event_ids: Sequence[str], action_index: int = 0) -> st
     return f"xdeps__{safe_rule}__{firing_id(rule, event_ids)}{suffix}"
 
 
-def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction]:
-    """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger)."""
+def plan_actions(
+    rule: Rule, events: Sequence[StateEvent], actions: Sequence[Action] | None = None
+) -> list[PlannedAction]:
+    """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger).
+
+    ``actions``: another action list of the rule (a deadline rule's ``on_late``); its events
+    must then differ from any firing of ``rule.actions``, so the ids do.
+    """
     # Keys, not bare ids: the same id from two sources is two events (see StateEvent.key).
     event_ids = [e.key for e in events]
     fields = event_fields(events[-1], rule.name)
     fid = firing_id(rule.name, event_ids)
     planned = []
-    for i, action in enumerate(rule.actions):
+    for i, action in enumerate(rule.actions if actions is None else actions):
         provenance = {"rule": rule.name, "events": [e.to_dict() for e in events]}
         if action.kind == "trigger_dag":
             run_id = dag_run_id(rule.name, event_ids, i)
@@ -548,6 +666,8 @@ def matching_rules(config: RelayConfig, event: StateEvent) -> list[tuple[Rule, l
     """Rules that ``event`` concerns, with the indexes of the conditions it matches."""
     out = []
     for rule in config.rules:
+        if rule.deadline is not None and event.source == DEADLINE_SOURCE:
+            continue  # a missed deadline never meets (or is late for) a deadline
         idx = [i for i, c in enumerate(rule.conditions) if c.matches(event)]
         if idx:
             out.append((rule, idx))
