@@ -7,7 +7,9 @@ instant, keyed ``(rule, deadline)``. Whoever writes the row first decides the de
 - ``missed``: the clock found no such row ``grace`` after the deadline, and claimed it. Only the
   evaluator whose insert created the row fires the rule's ``then``; others (a second scheduler,
   a relay replica) find the row and do nothing;
-- ``late``: a ``missed`` deadline whose event came afterwards (``on_late`` fired once).
+- ``late``: a ``missed`` deadline whose event came afterwards (``on_late`` fired once);
+- ``seen_after``: not decided yet (inside ``grace``), and an expected event that happened after
+  the deadline has come. An in-time event turns it into ``met``; the clock into ``late``.
 
 Row ``deadline = 0`` (``watching``) records when the rule was first evaluated: a deadline whose
 window opened before that is not judged (nothing was watching it), so installing or renaming a
@@ -28,6 +30,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -39,6 +42,7 @@ from astro_xdeps.relay.rules import Rule
 log = logging.getLogger(__name__)
 
 WATCHING, MET, MISSED, LATE = "watching", "met", "missed", "late"
+SEEN_AFTER = "seen_after"  # undecided yet, and an expected event came after it (late, if missed)
 KEEP_SECONDS = 40 * 86400  # decided deadlines older than this are deleted
 
 _metadata = sa.MetaData()
@@ -61,6 +65,15 @@ def _ts(instant: datetime) -> int:
 
 def _dt(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A missed deadline to act on: its event, whether this call claimed it, and a late firing."""
+
+    missed: StateEvent
+    created: bool
+    late: list[StateEvent] | None = None
 
 
 def missed_event(rule: Rule, deadline: datetime) -> StateEvent:
@@ -133,41 +146,52 @@ class DeadlineState:
         upcoming = sched.next_deadline(happened)
         opens, _ = sched.window(upcoming)
         t = deadlines_table
+        key = dict(rule=rule.name)
+        stored = json.dumps(event.to_dict())
         with self._db("record a deadline event"), self._write_engine.begin() as conn:
             if happened >= opens:
-                _insert_ignore(
-                    conn,
-                    dict(
-                        rule=rule.name,
-                        deadline=_ts(upcoming),
-                        outcome=MET,
-                        decided_at=now,
-                        event=json.dumps(event.to_dict()),
-                        enqueued=True,
-                    ),
+                met = dict(
+                    key, deadline=_ts(upcoming), outcome=MET, decided_at=now, event=stored, enqueued=True
                 )
+                if not _insert_ignore(conn, met):
+                    conn.execute(
+                        sa.update(t)
+                        .where(
+                            t.c.rule == rule.name, t.c.deadline == _ts(upcoming), t.c.outcome == SEEN_AFTER
+                        )
+                        .values(outcome=MET, event=stored)
+                    )
+            previous = sched.previous_deadline(happened - timedelta(microseconds=1))
             # Late for the upcoming deadline (it happened in time but came after the clock
             # decided), else for the one before it.
-            for deadline in (upcoming, sched.previous_deadline(happened - timedelta(microseconds=1))):
+            for deadline in (upcoming, previous):
                 row = self._row(conn, rule.name, _ts(deadline))
+                if row is None and deadline == previous:
+                    # Not decided yet: if the clock finds it missed, this event is the late one.
+                    _insert_ignore(
+                        conn,
+                        dict(key, deadline=_ts(previous), outcome=SEEN_AFTER, decided_at=now, event=stored),
+                    )
+                    return None
                 if row is None or row.outcome not in (MISSED, LATE):
                     continue
                 if row.outcome == LATE:
-                    stored = StateEvent.from_dict(json.loads(row.event))
-                    return [missed_event(rule, deadline), event] if stored.key == event.key else None
+                    first = StateEvent.from_dict(json.loads(row.event))
+                    return [missed_event(rule, deadline), event] if first.key == event.key else None
                 won = conn.execute(
                     sa.update(t)
                     .where(t.c.rule == rule.name, t.c.deadline == _ts(deadline), t.c.outcome == MISSED)
-                    .values(outcome=LATE, event=json.dumps(event.to_dict()))
+                    .values(outcome=LATE, event=stored)
                 ).rowcount
                 return [missed_event(rule, deadline), event] if won == 1 else None
         return None
 
-    def decide(self, rule: Rule, now: float) -> list[tuple[StateEvent, bool]]:
+    def decide(self, rule: Rule, now: float) -> list[Decision]:
         """Judge the latest deadline of ``rule`` that is ``grace`` past; claim it when missed.
 
-        Returns ``(missed event, created)`` for a deadline this call claimed (``created``) or
-        one claimed before whose actions were not confirmed enqueued; empty otherwise.
+        Returns a decision for a deadline this call claimed, or one claimed before whose
+        actions were not confirmed enqueued; empty otherwise. An expected event that happened
+        after the deadline but came before this decision makes the decision ``late`` at once.
         """
         sched = rule.deadline
         assert sched is not None
@@ -186,11 +210,23 @@ class DeadlineState:
                 conn,
                 dict(rule=rule.name, deadline=_ts(deadline), outcome=MISSED, decided_at=now, enqueued=False),
             )
+            missed = missed_event(rule, deadline)
             if created:
-                return [(missed_event(rule, deadline), True)]
+                return [Decision(missed, True, None)]
             row = self._row(conn, rule.name, _ts(deadline))
+            if row is not None and row.outcome == SEEN_AFTER:
+                # Missed, and its event has come since: decided missed and late at once.
+                won = conn.execute(
+                    sa.update(t)
+                    .where(t.c.rule == rule.name, t.c.deadline == _ts(deadline), t.c.outcome == SEEN_AFTER)
+                    .values(outcome=LATE, decided_at=now, enqueued=False)
+                ).rowcount
+                if won == 1:
+                    return [Decision(missed, True, [missed, StateEvent.from_dict(json.loads(row.event))])]
+                row = self._row(conn, rule.name, _ts(deadline))
             if row is not None and row.outcome in (MISSED, LATE) and not row.enqueued:
-                return [(missed_event(rule, deadline), False)]
+                late = [missed, StateEvent.from_dict(json.loads(row.event))] if row.outcome == LATE else None
+                return [Decision(missed, False, late)]
             return []
 
     def mark_enqueued(self, rule: Rule, deadline: datetime) -> None:

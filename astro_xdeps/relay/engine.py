@@ -99,8 +99,11 @@ class RelayEngine:
         if self.deadlines is None:
             return result
         for rule in self.config.deadline_rules:
-            for missed, _created in self.deadlines.decide(rule, now):
+            for decision in self.deadlines.decide(rule, now):
+                missed = decision.missed
                 one = IngestResult(matched=[rule.name], planned=plan_actions(rule, [missed]))
+                if decision.late is not None and rule.late_actions:
+                    one.planned += plan_actions(rule, decision.late, rule.late_actions)
                 self._evaluate(missed, now, one)
                 self._enqueue(one)
                 self.deadlines.mark_enqueued(rule, missed.occurred_at)
