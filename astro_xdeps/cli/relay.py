@@ -82,6 +82,7 @@ def run_serve(path: str, host: str, port: int) -> int:
         sys.stderr.write(f"astro-xdeps relay serve: {exc}\n")
         return EXIT_USAGE
     runtime.ensure_worker()  # deliver what the relay enqueues (and what was left before)
+    runtime.ensure_deadline_clock(rt.engine)  # deadline rules: decide missed deadlines
     # Monitoring without a token only where no one else can reach it (see README: /metrics).
     app = create_app(lambda: rt, open_monitoring=_is_loopback(host))
     sys.stderr.write(

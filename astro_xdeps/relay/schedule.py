@@ -20,7 +20,7 @@ from astro_xdeps.exceptions import ConfigError
 
 # How far around an instant the cron is scanned in local time: more than any UTC offset change.
 _SLACK = timedelta(hours=3)
-_STEPS = 6
+_MAX_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,38 @@ class DeadlineSchedule:
         # from before the gap, which moves it forward by the gap.
         return local.replace(tzinfo=self.zone, fold=0).astimezone(timezone.utc)
 
-    def _around(self, instant: datetime, forward: bool) -> list[datetime]:
+    def _scan(self, instant: datetime, forward: bool) -> list[datetime]:
+        """Deadlines around ``instant``, scanned in local time from ``_SLACK`` on the other side.
+
+        Local and UTC order differ only inside a DST change, so the scan runs until it is
+        ``_SLACK`` past ``instant`` (or ``_MAX_STEPS`` deadlines, for a cron firing every minute).
+        """
         from croniter import croniter
 
+        zone = self.zone
+        if (instant - _SLACK).astimezone(zone).utcoffset() == (instant + _SLACK).astimezone(zone).utcoffset():
+            # No offset change nearby (the usual case): local order is UTC order, a few steps do.
+            it = croniter(self.cron, self._local(instant) + timedelta(seconds=-1 if forward else 1))
+            step = it.get_next if forward else it.get_prev
+            return [self._utc(step(datetime)) for _ in range(3)]
         start = self._local(instant) + (-_SLACK if forward else _SLACK)
         it = croniter(self.cron, start)
         step = it.get_next if forward else it.get_prev
-        return [self._utc(step(datetime)) for _ in range(_STEPS)]
+        found = []
+        for _ in range(_MAX_STEPS):
+            d = self._utc(step(datetime))
+            found.append(d)
+            if (d > instant + _SLACK) if forward else (d < instant - _SLACK):
+                break
+        return found
 
     def next_deadline(self, instant: datetime) -> datetime:
         """The first deadline at or after ``instant``."""
-        return min(d for d in self._around(instant, forward=True) if d >= instant)
+        return min(d for d in self._scan(instant, forward=True) if d >= instant)
 
     def previous_deadline(self, instant: datetime) -> datetime:
         """The last deadline at or before ``instant``."""
-        return max(d for d in self._around(instant, forward=False) if d <= instant)
+        return max(d for d in self._scan(instant, forward=False) if d <= instant)
 
     def window(self, deadline: datetime) -> tuple[datetime, datetime]:
         """``(opens, deadline)``: an event that happened in between is in time for ``deadline``."""
