@@ -1,0 +1,44 @@
+"""Upstream DAGs of the deadline and count tests (issue 14).
+
+deadline_watched: never runs before its deadline (the relay's deadline rule misses it);
+deadline_met: runs before its deadline; count_failer: fails every time it runs.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+START = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+
+@dag(start_date=START, schedule=None, catchup=False)
+def deadline_watched():
+    @task
+    def work():
+        print("finally done")
+
+    work()
+
+
+@dag(start_date=START, schedule=None, catchup=False)
+def deadline_met():
+    @task
+    def work():
+        print("done in time")
+
+    work()
+
+
+@dag(start_date=START, schedule=None, catchup=False)
+def count_failer():
+    @task(retries=0)
+    def fail():
+        raise RuntimeError("fails on purpose (count rule test)")
+
+    fail()
+
+
+deadline_watched()
+deadline_met()
+count_failer()
