@@ -7,6 +7,7 @@ Nothing else in the package builds a URL. The API version is detected once per c
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from astro_xdeps.exceptions import DeploymentError, NotFoundError, RequestReject
 log = logging.getLogger(__name__)
 
 _PAGE = 100
+# Where a partition key goes on a target that has none (Airflow < 3.2): into the event's extra.
+PARTITION_EXTRA_KEY = "xdeps_partition_key"
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,29 @@ class DeploymentClient:
 
         return self.transport.retrying("all" if dedupe else "unsent")(attempt)
 
+    @property
+    def supports_partitions(self) -> bool:
+        """Whether the server keeps partition keys on asset events (Airflow 3.2+). Asked once.
+
+        When its version cannot be read, an Airflow 3 server is assumed to (it then says so).
+        """
+        cached = self.__dict__.get("_supports_partitions")
+        if cached is None:
+            cached = False
+            if self.api_version == "v2":
+                try:
+                    cached = airflow_at_least(self.version().get("version", ""), (3, 2))
+                except DeploymentError as exc:
+                    log.info("Version of %s unknown (%s); sending partition keys as they are", self.name, exc)
+                    cached = True
+            self.__dict__["_supports_partitions"] = cached
+        return cached
+
     def _post_asset_event(self, uri: str, extra: dict[str, Any], partition_key: str | None) -> dict[str, Any]:
+        if partition_key is not None and not self.supports_partitions:
+            # Older than 3.2: the key would be refused (or lost); it travels in the extra.
+            extra = {**extra, PARTITION_EXTRA_KEY: partition_key}
+            partition_key = None
         if self.api_version == "v1":
             if partition_key is not None:
                 raise RequestRejected(
@@ -264,3 +289,9 @@ class DeploymentClient:
 
 
 __all__ = ["Asset", "DeploymentClient", "DeploymentError", "TriggerResult"]
+
+
+def airflow_at_least(version: str, minimum: tuple[int, int]) -> bool:
+    """``"3.2.0rc1"`` >= ``(3, 2)``; False for a version that cannot be read."""
+    m = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= minimum

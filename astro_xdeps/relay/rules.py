@@ -23,7 +23,8 @@ A relay config file (YAML or JSON)::
         within: 6h
         then:
           - trigger_dag: {target: xdeps_downstream, dag_id: build_report}
-          - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"}}
+          - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"},
+                          partition_key: "{run_id}"}   # optional (Airflow 3.2+ targets)
       - name: two-of-three-regions  # any-of: fires once when at_least N conditions have a match
         when:
           - {type: dag_run.success, dag_id: sync_eu}
@@ -66,6 +67,7 @@ import datetime
 import fnmatch
 import hashlib
 import json
+import logging
 import math
 import re
 import string
@@ -106,6 +108,8 @@ TEMPLATE_FIELD_MAX_CHARS = {
 MAX_RENDERED_CHARS = 10_000  # per template string
 MAX_NOTE_CHARS = 1000  # Airflow's dag_run_note.content
 MAX_ASSET_URI_CHARS = 1500  # Airflow's asset.uri
+MAX_PARTITION_KEY_CHARS = 250  # Airflow's ID_LEN
+log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -143,6 +147,7 @@ class Action:
     conf: Mapping[str, Any] = field(default_factory=dict)
     note: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None  # asset_event: a template of the event's fields (Airflow 3.2+)
 
 
 @dataclass(frozen=True)
@@ -346,7 +351,7 @@ def _parse_action(raw: Any, where: str) -> Action:
         _check_keys(body, {"target", "dag_id", "conf", "note"}, where)
         required = ("target", "dag_id")
     else:
-        _check_keys(body, {"target", "uri", "extra"}, where)
+        _check_keys(body, {"target", "uri", "extra", "partition_key"}, where)
         required = ("target", "uri")
     for key in required:
         if not isinstance(body.get(key), str) or not body[key]:
@@ -364,6 +369,16 @@ def _parse_action(raw: Any, where: str) -> Action:
     if "note" in body:
         _expect(body["note"], str, f"{where}.note")
         _check_template(body["note"], f"{where}.note")
+    if "partition_key" in body:
+        key = body["partition_key"]
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"{where}.partition_key: a non-empty string, e.g. '{{run_id}}' or 'eu'.")
+        _check_template(key, f"{where}.partition_key")
+        if len(key) > MAX_PARTITION_KEY_CHARS or _CONTROL.search(key):
+            raise ConfigError(
+                f"{where}.partition_key: at most {MAX_PARTITION_KEY_CHARS} characters without control "
+                f"characters (Airflow's limit), got {_short(key)}."
+            )
     return Action(
         kind=kind,
         target=body["target"],
@@ -372,6 +387,7 @@ def _parse_action(raw: Any, where: str) -> Action:
         conf=body.get("conf", {}),
         note=body.get("note"),
         extra=body.get("extra", {}),
+        partition_key=body.get("partition_key"),
     )
 
 
@@ -637,7 +653,25 @@ def plan_actions(
             extra.update(
                 {"xdeps_event_id": event_id, "xdeps": {"event_id": event_id, "hops": 1, **provenance}}
             )
-            payload = {"uri": action.uri, "extra": extra, "partition_key": None, "event_id": event_id}
+            partition_key = render(action.partition_key, fields) if action.partition_key else None
+            if partition_key is not None and (
+                len(partition_key) > MAX_PARTITION_KEY_CHARS or _CONTROL.search(partition_key)
+            ):
+                # Airflow would refuse the event; sent without a key, and said why.
+                log.warning(
+                    "Rule %s: partition key %s is not one Airflow keeps (at most %d characters, no "
+                    "control characters); the asset event is sent without a partition key",
+                    rule.name,
+                    _short(partition_key),
+                    MAX_PARTITION_KEY_CHARS,
+                )
+                partition_key = None
+            payload = {
+                "uri": action.uri,
+                "extra": extra,
+                "partition_key": partition_key if partition_key and partition_key.strip() else None,
+                "event_id": event_id,
+            }
             planned.append(
                 PlannedAction(
                     rule.name,
