@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = relay_sub.add_parser("explain", help="which rules an event matches and what they would do")
     explain.add_argument("event", help="the event as JSON, or @file")
     explain.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    from astro_xdeps.cli import replay as replay_cli
+
+    replay_cli.add_parser(sub)
     return parser
 
 
@@ -117,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from astro_xdeps.cli import relay as relay_cli
 
         return relay_cli.main(args)
+    if args.command == "replay":
+        from astro_xdeps.cli import replay as replay_cli
+
+        return replay_cli.main(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
     return EXIT_USAGE
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -286,6 +288,35 @@ class DeploymentClient:
 
     def close(self) -> None:
         self.transport.close()
+
+    def asset_events_between(
+        self, since: datetime, until: datetime | None = None, *, asset_id: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every asset event with ``since <= timestamp <= until``, oldest first, page by page.
+
+        Airflow 3 only (``GET /api/v2/assets/events``); ``asset_id`` narrows it to one asset.
+        """
+        if self.api_version != "v2":
+            raise RequestRejected(
+                "reading asset-event history needs an Airflow 3 deployment (API v2)",
+                deployment=self.name,
+                call="GET /api/v1/datasets/events",
+            )
+        params: dict[str, Any] = {"order_by": "timestamp", "limit": _PAGE, "timestamp_gte": since.isoformat()}
+        if until is not None:
+            params["timestamp_lte"] = until.isoformat()
+        if asset_id is not None:
+            params["asset_id"] = asset_id
+        offset = 0
+        while True:
+            page = self.transport.request(
+                "GET", "/api/v2/assets/events", params={**params, "offset": offset}
+            ).json()
+            events = page.get("asset_events") or []
+            yield from events
+            offset += len(events)
+            if not events or offset >= int(page.get("total_entries", 0)):
+                return
 
 
 __all__ = ["Asset", "DeploymentClient", "DeploymentError", "TriggerResult"]

@@ -7,6 +7,7 @@ stopped (by process group) when the session ends, also when tests fail.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -26,9 +27,22 @@ TEST_DAGS = Path(__file__).with_name("dags")
 RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!").decode()
 # The deadline rules' deadline: this long after the deployments start, in Europe/Berlin; their
 # window opens DEADLINE_WINDOW before it (after the scheduler's clock has started watching).
-DEADLINE_AFTER = timedelta(minutes=9)
-DEADLINE_WINDOW = timedelta(minutes=5)
+DEADLINE_AFTER = timedelta(minutes=6)
+DEADLINE_WINDOW = timedelta(minutes=3)
 DEADLINE_GRACE_SECONDS = 5
+# Upstream's routes: the partition test's asset goes with a mapped partition key, the rest as
+# before (one route to xdeps_default, named "default").
+UPSTREAM_ROUTES = json.dumps(
+    [
+        {
+            "name": "partitions",
+            "match": {"uri": "file://include/partitioned_*"},
+            "targets": ["xdeps_default"],
+            "partition_key": "eu-{partition_key}",
+        },
+        {"name": "default", "targets": ["xdeps_default"]},
+    ]
+)
 # Set by the pair fixture: the deadline instant (UTC) of this session's deadline rules.
 DEADLINE: dict[str, datetime] = {}
 
@@ -113,7 +127,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     down = LocalDeployment(
         "downstream",
         base / "downstream",
-        dags=[EXAMPLES / "consumer_dag.py", EXAMPLES / "recovery_dag.py", TEST_DAGS / "report_dag.py"],
+        dags=[
+            EXAMPLES / "consumer_dag.py",
+            EXAMPLES / "recovery_dag.py",
+            TEST_DAGS / "report_dag.py",
+            TEST_DAGS / "partition_sink.py",
+        ],
     )
     fast_retries = {"AIRFLOW__ASTRO_XDEPS__RETRY_MAX_DELAY": "2"}
     up.extra_env.update(
@@ -122,6 +141,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="upstream",
         AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG=str(base / "relay.yaml"),
         AIRFLOW__ASTRO_XDEPS__DEADLINE_TICK_SECONDS="3",
+        AIRFLOW__ASTRO_XDEPS__ROUTES=UPSTREAM_ROUTES,
         XDEPS_RELAY_SECRET=RELAY_SECRET,
     )
     down.extra_env.update(
@@ -148,9 +168,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             "deadline_watched",
             "deadline_met",
             "count_failer",
+            "partitioned_producer",
         ):
             up.wait_for_dag(dag_id)
-        for dag_id in ("consumer_dag", "recovery_dag", "report_dag"):
+        for dag_id in ("consumer_dag", "recovery_dag", "report_dag", "partition_sink"):
             down.wait_for_dag(dag_id)
         yield Pair(up, down)
     finally:

@@ -1,13 +1,14 @@
 """Upstream DAGs of the deadline and count tests (issue 14).
 
 deadline_watched: never runs before its deadline (the relay's deadline rule misses it);
-deadline_met: runs before its deadline; count_failer: fails every time it runs.
+deadline_met: runs before its deadline; count_failer: fails every time it runs;
+partitioned_producer: emits a partitioned asset event (the partition test).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
@@ -42,3 +43,20 @@ def count_failer():
 deadline_watched()
 deadline_met()
 count_failer()
+
+
+PARTITIONED = Asset("file://include/partitioned_bears")
+
+
+@dag(start_date=START, schedule=None, catchup=False)
+def partitioned_producer():
+    """Emits one event of PARTITIONED with the partition key of conf["partition"] (Airflow 3.2+)."""
+
+    @task(outlets=[PARTITIONED])
+    def produce(**context):
+        context["outlet_events"][PARTITIONED].add_partitions(context["dag_run"].conf["partition"])
+
+    produce()
+
+
+partitioned_producer()
