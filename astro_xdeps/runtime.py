@@ -38,6 +38,9 @@ _worker: DeliveryWorker | None = None
 _plan: ForwardingPlan | None = None
 _relay: RelayEngine | None = None
 _clock: DeadlineClock | None = None
+# The process that loaded the plugin. Children forked from it (the executor's workers and task
+# processes) keep its command line, so process_role() alone cannot tell them apart.
+_IMPORT_PID = os.getpid()
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,7 @@ def start_worker_for_component() -> None:
             ensure_worker()
     except Exception:
         log.exception("astro-xdeps could not start the delivery worker")
-    if role == "scheduler" and settings.get("relay_config"):
+    if role == "scheduler" and os.getpid() == _IMPORT_PID and settings.get("relay_config"):
         try:
             ensure_deadline_clock()
         except Exception:

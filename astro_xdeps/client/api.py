@@ -193,18 +193,21 @@ class DeploymentClient:
     def supports_partitions(self) -> bool:
         """Whether the server keeps partition keys on asset events (Airflow 3.2+). Asked once.
 
-        When its version cannot be read, an Airflow 3 server is assumed to (it then says so).
+        When its version cannot be read now, an Airflow 3 server is assumed to, and asked again
+        next time.
         """
         cached = self.__dict__.get("_supports_partitions")
-        if cached is None:
+        if cached is not None:
+            return cached
+        if self.api_version != "v2":
             cached = False
-            if self.api_version == "v2":
-                try:
-                    cached = airflow_at_least(self.version().get("version", ""), (3, 2))
-                except DeploymentError as exc:
-                    log.info("Version of %s unknown (%s); sending partition keys as they are", self.name, exc)
-                    cached = True
-            self.__dict__["_supports_partitions"] = cached
+        else:
+            try:
+                cached = airflow_at_least(self.version().get("version", ""), (3, 2))
+            except DeploymentError as exc:  # not cached: asked again next time
+                log.info("Version of %s unknown (%s); sending partition keys as they are", self.name, exc)
+                return True
+        self.__dict__["_supports_partitions"] = cached
         return cached
 
     def _post_asset_event(self, uri: str, extra: dict[str, Any], partition_key: str | None) -> dict[str, Any]:

@@ -444,12 +444,12 @@ def _parse_rule(raw: Any, where: str) -> Rule:
             f"{where}: give exactly one of 'when' (any event matching), 'when_all' (all, within a "
             f"window) or 'deadline' (an event that must happen by a time)."
         )
-    actions = _parse_actions(raw.get("then"), f"{where}.then")
     if "deadline" in raw:
         for key in ("within", "at_least"):
             if key in raw:
                 raise ConfigError(f"{where}.{key}: not used by deadline rules (see deadline.within).")
         cond, schedule = _parse_deadline(raw["deadline"], f"{where}.deadline")
+        actions = _parse_actions(raw.get("then"), f"{where}.then")
         late = _parse_actions(raw["on_late"], f"{where}.on_late") if "on_late" in raw else ()
         return Rule(name=name, conditions=(cond,), actions=actions, deadline=schedule, late_actions=late)
     if "on_late" in raw:
@@ -464,6 +464,7 @@ def _parse_rule(raw: Any, where: str) -> Rule:
         if len(conds) < 2:
             raise ConfigError(f"{where}.when_all: list at least two conditions (one is a plain 'when').")
     conditions = tuple(_parse_condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(conds))
+    actions = _parse_actions(raw.get("then"), f"{where}.then")
     at_least = raw.get("at_least")
     if at_least is not None and (
         isinstance(at_least, bool) or not isinstance(at_least, int) or not 1 <= at_least <= len(conditions)

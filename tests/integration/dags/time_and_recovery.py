@@ -7,15 +7,19 @@ partitioned_producer: emits a partitioned asset event (the partition test).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, dag, task
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
+# On a loaded machine a task can fail to start (the execution API times out): try again soon.
+AGAIN = {"retries": 2, "retry_delay": timedelta(seconds=3)}
 
 
 @dag(start_date=START, schedule=None, catchup=False)
 def deadline_watched():
-    @task
+    @task(**AGAIN)
     def work():
         print("finally done")
 
@@ -24,7 +28,7 @@ def deadline_watched():
 
 @dag(start_date=START, schedule=None, catchup=False)
 def deadline_met():
-    @task
+    @task(**AGAIN)
     def work():
         print("done in time")
 
@@ -52,7 +56,7 @@ PARTITIONED = Asset("file://include/partitioned_bears")
 def partitioned_producer():
     """Emits one event of PARTITIONED with the partition key of conf["partition"] (Airflow 3.2+)."""
 
-    @task(outlets=[PARTITIONED])
+    @task(outlets=[PARTITIONED], **AGAIN)
     def produce(**context):
         context["outlet_events"][PARTITIONED].add_partitions(context["dag_run"].conf["partition"])
 

@@ -77,3 +77,13 @@ def test_no_clock_without_deadline_rules(relay_env: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])
     runtime.start_worker_for_component()
     assert runtime._clock is None
+
+
+def test_a_process_forked_from_the_scheduler_does_not_start_a_clock(
+    relay_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Task processes forked from the scheduler keep its command line; they get no clock."""
+    monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])
+    monkeypatch.setattr(runtime, "_IMPORT_PID", os.getpid() + 1)
+    runtime.start_worker_for_component()
+    assert runtime._clock is None
