@@ -509,7 +509,7 @@ def _webhook_auth(
     sent = body
     if mode == "wrong-secret":
         secret = rng.choice([*others, SECRETS["D"]])
-        valid = False
+        # Still a correct signature: valid for whichever source has that secret (none for D).
     elif mode == "stale":
         ts = str(now - TOLERANCE - rng.randint(60, 10**6))
         valid = False
@@ -567,7 +567,15 @@ def _webhook_auth(
         headers.append(headers[rng.randrange(3)])
     elif mode == "bearer-instead":  # valid auth, but for the bearer source only
         return [("authorization", f"Bearer {BEARER}"), ("webhook-id", msg_id)], {"ci"}, sent
-    return headers, {source} if valid else set(), sent
+    if not valid:
+        return headers, set(), sent
+    # Valid for every source that has the secret it was signed with (the auth may have been
+    # made for one source and sent to another).
+    return (
+        headers,
+        {name for name, (auth, secs) in SOURCES.items() if auth != "bearer" and secret in secs},
+        sent,
+    )
 
 
 def _bearer_auth(rng: random.Random, ids: list[str]) -> tuple[list[tuple[str, str]], bool]:

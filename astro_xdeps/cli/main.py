@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain = relay_sub.add_parser("explain", help="which rules an event matches and what they would do")
     explain.add_argument("event", help="the event as JSON, or @file")
     explain.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    explain.add_argument(
+        "--source",
+        default=None,
+        help="the configured source the event comes through (run ids count per source); "
+        "default: the only source, if the file has one",
+    )
     from astro_xdeps.cli import replay as replay_cli
 
     replay_cli.add_parser(sub)

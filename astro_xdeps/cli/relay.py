@@ -37,7 +37,7 @@ def run_check(path: str, out: TextIO) -> int:
     return EXIT_OK
 
 
-def run_explain(path: str, event_json: str, out: TextIO) -> int:
+def run_explain(path: str, event_json: str, out: TextIO, source_name: str | None = None) -> int:
     from astro_xdeps import runtime
     from astro_xdeps.relay.engine import RelayEngine
     from astro_xdeps.relay.events import PayloadError, parse_event
@@ -49,7 +49,18 @@ def run_explain(path: str, event_json: str, out: TextIO) -> int:
         if event_json.startswith("@"):
             with open(event_json[1:]) as f:
                 text = f.read()
-        event = parse_event(json.loads(text), webhook_id="explain")
+        if source_name is None and len(config.sources) == 1:
+            source_name = config.sources[0].name
+        source = config.source(source_name) if source_name is not None else None
+        if source_name is not None and source is None:
+            known = ", ".join(s.name for s in config.sources) or "none"
+            raise ConfigError(f"--source {source_name!r} is not a source of {path} (sources: {known}).")
+        event = parse_event(
+            json.loads(text),
+            webhook_id="explain",
+            default_deployment=source.deployment if source else None,
+            source=source.name if source else None,
+        )
     except (ConfigError, PayloadError) as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
@@ -67,6 +78,8 @@ def run_explain(path: str, event_json: str, out: TextIO) -> int:
     )
     for line in lines:
         out.write(line + "\n")
+    if event.source is None and config.sources:
+        out.write("(run ids depend on the source the event comes through: pass --source)\n")
     return EXIT_OK
 
 
@@ -108,5 +121,5 @@ def main(args) -> int:
     if args.relay_command == "check":
         return run_check(args.config, out)
     if args.relay_command == "explain":
-        return run_explain(args.config, args.event, out)
+        return run_explain(args.config, args.event, out, args.source)
     return run_serve(args.config, args.host, args.port)

@@ -25,6 +25,7 @@ or slow outbox must not stall the event loop of the api-server the relay is moun
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -168,31 +169,57 @@ def _unavailable(exc: RelayUnavailable, metrics: Metrics, source: str) -> JSONRe
     return _error(503, UNAVAILABLE, metrics, source, **{"Retry-After": exc.retry_after})
 
 
+class _Busy(RelayUnavailable):
+    """Another request is building the runtime right now."""
+
+
 class _RuntimeHolder:
-    """Builds the runtime once, in the calling (worker) thread; later callers get it at once."""
+    """Builds the runtime once, in a worker thread; later callers get it at once.
+
+    One thread builds; nobody else waits in a thread (the thread pool also serves /health and
+    /metrics): event requests poll from the event loop while ``building``.
+    """
 
     def __init__(self, load: Callable[[], RelayRuntime]) -> None:
         self._load = load
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # acquired and released in the same worker thread
         self.current: RelayRuntime | None = None
 
-    def get(self, wait: float = LOAD_WAIT_SECONDS) -> RelayRuntime:
-        """The runtime; raises RelayUnavailable (never a raw error) when it cannot be built now.
+    @property
+    def building(self) -> bool:
+        return self._lock.locked()
 
-        Blocks up to ``wait`` seconds behind another thread that is building it: call it off
-        the event loop.
+    def get(self) -> RelayRuntime:
+        """The runtime, built now if needed (call off the event loop).
+
+        Raises RelayUnavailable (never a raw error) when it cannot be built, ``_Busy`` at once
+        when another thread is building it.
         """
         if self.current is not None:
             return self.current
-        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
-        if not acquired:
-            raise RelayUnavailable("the relay is still opening its outbox (another request is opening it)")
+        if not self._lock.acquire(blocking=False):
+            raise _Busy("the relay is still opening its outbox (another request is opening it)")
         try:
             if self.current is None:
                 self.current = self._build()
             return self.current
         finally:
             self._lock.release()
+
+    async def aget(self) -> RelayRuntime:
+        """``get`` for the event loop: builds in a worker thread, or waits (polling) for the builder."""
+        deadline = time.monotonic() + LOAD_WAIT_SECONDS
+        while True:
+            if self.current is not None:
+                return self.current
+            if not self.building:
+                try:
+                    return await run_in_threadpool(self.get)
+                except _Busy:
+                    pass  # another request started building in between: wait for it
+            if time.monotonic() >= deadline:
+                raise RelayUnavailable("the relay is still opening its outbox")
+            await asyncio.sleep(0.05)
 
     def _build(self) -> RelayRuntime:
         try:
@@ -201,7 +228,11 @@ class _RuntimeHolder:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
             raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
         except Exception as exc:
-            log.error("The relay is misconfigured; answering 503 until it is fixed: %s", _one_line(exc))
+            log.error(
+                "The relay is misconfigured; answering 503 until it is fixed: %s",
+                _one_line(exc),
+                exc_info=not isinstance(exc, XdepsError),  # a bug rather than a config: keep the trace
+            )
             raise RelayUnavailable(
                 f"relay misconfigured: {_one_line(exc)}", retry_after=RETRY_AFTER_MISCONFIGURED
             ) from exc
@@ -224,7 +255,7 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
 
     async def runtime() -> RelayRuntime:
         rt = holder.current
-        return rt if rt is not None else await run_in_threadpool(holder.get)
+        return rt if rt is not None else await holder.aget()
 
     def may_monitor(request: Request) -> bool:
         """Whether this caller may read /metrics and the details of /health (run in a thread)."""
@@ -333,7 +364,7 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         # A worker thread; it does not wait for another request that is opening the outbox.
         detailed = may_monitor(request)
         try:
-            rt = holder.get(wait=0)
+            rt = holder.get()
             rt.engine.outbox.next_due_at()
         except (RelayUnavailable, *_DB_ERRORS) as exc:
             detail = (

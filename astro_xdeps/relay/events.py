@@ -94,7 +94,8 @@ deployment, occurred_at and attributes, and only when ``occurred_at`` was sent: 
 second failure of the same run would look like a retry of the first. An Astro alert is derived
 from alertId, alertType, dagName and message; the message holds the run's times, so it differs
 between alerts and stays the same across retries. If no id can be found or derived, the event is
-refused.
+refused. An id is unique within its source only: idempotency is built on ``StateEvent.key``
+(source and id), so one source cannot pre-empt another's events by sending their ids.
 
 Errors: ``PayloadError`` (answer 400/422). The message names the field, what was expected and
 what came instead, shortened. ``parse_json_body`` checks the raw body: size, UTF-8, strict JSON.

@@ -57,8 +57,10 @@ consumed, and the rule starts over. A deadline rule's ``then`` gets a ``dag_run.
 event (dag_id and task_id of ``expect``, occurred_at the deadline) for its templates, and that
 event also goes through every other rule. Templates in ``conf``, ``note`` and ``extra`` substitute
 ``{field}`` from the event: id, type, dag_id, run_id, task_id, deployment, occurred_at,
-message, rule. Targets are connection ids named here; nothing in a payload chooses a URL,
-host or token.
+message, rule (plain fields only: no format spec or conversion; the longest possible rendering
+is capped at load, a rendered note cut to Airflow's 1000 characters). Values of ``conf`` and
+``extra`` must be JSON (quote a YAML date). Targets are connection ids named here; nothing in a
+payload chooses a URL, host or token.
 """
 
 from __future__ import annotations

@@ -183,6 +183,43 @@ def test_a_slow_outbox_open_blocks_neither_metrics_nor_health(outbox: Outbox) ->
     assert answers == [202]  # the event waited for the open, then was recorded
 
 
+def test_many_events_waiting_for_a_slow_open_do_not_starve_metrics(outbox: Outbox) -> None:
+    """More waiting event requests than the thread pool has threads (40): /metrics still answers."""
+    opening, release = threading.Event(), threading.Event()
+
+    def slow_load() -> RelayRuntime:
+        opening.set()
+        release.wait(timeout=8)
+        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+
+    with TestClient(create_app(slow_load)) as client:
+        answers: list[int] = []
+        posters = [
+            threading.Thread(
+                target=lambda i=i: answers.append(
+                    client.post("/events/alerts", **signed(FAILED, msg_id=f"msg_{i}")).status_code
+                )
+            )
+            for i in range(45)
+        ]
+        for poster in posters:
+            poster.start()
+        try:
+            assert opening.wait(timeout=10)
+            time.sleep(0.5)  # let every poster reach the relay
+            started = time.monotonic()
+            metrics = client.get("/metrics")
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+            for poster in posters:
+                poster.join(timeout=60)
+    assert elapsed < 3.0, f"/metrics waited {elapsed:.1f} s behind event requests"
+    assert metrics.status_code == 401  # answered (closed to anonymous callers when mounted)
+    assert sorted(set(answers)) == [202] and len(answers) == 45
+    assert len(outbox.list_items()) == 45
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -207,6 +244,24 @@ def test_an_outbox_that_cannot_open_is_503_with_retry_after(outbox: Outbox, fail
     assert first.headers["retry-after"].isdigit()
     assert "secret/path" not in first.text
     assert client.post("/events/alerts", **signed(FAILED)).status_code == 202  # once it opens
+
+
+def test_a_raw_database_error_while_recording_is_503_not_500(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def corrupt(items: Any) -> Any:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    client = TestClient(
+        create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))), raise_server_exceptions=False
+    )
+    assert client.get("/health").status_code == 200  # built and working
+    monkeypatch.setattr(outbox, "enqueue", corrupt)
+    response = client.post("/events/alerts", **signed(FAILED))
+    assert response.status_code == 503  # before: a bare 500
+    assert response.headers["retry-after"].isdigit()
+    assert "malformed" not in response.text
+    assert "malformed" in caplog.text
 
 
 def test_a_really_locked_sqlite_outbox_is_503_then_202_once_released(

@@ -151,7 +151,7 @@ def test_explain_shows_the_matching_rule_and_the_run_id(
     assert out.splitlines() == [
         "event: dag_run.failed dag_id=load_orders_eu run_id=r1 deployment=up",
         "rule recover-orders: matches",
-        f"  -> trigger recover_orders on downstream as run {dag_run_id('recover-orders', ['evt-1'])}",
+        f"  -> trigger recover_orders on downstream as run {dag_run_id('recover-orders', ['alerts/evt-1'])}",
     ]
     assert err == ""
     assert outbox_items(xdeps_env) == []  # a dry run
@@ -159,7 +159,19 @@ def test_explain_shows_the_matching_rule_and_the_run_id(
 
 def test_explain_without_an_id_uses_a_fixed_one(rules_file: Path, capsys: pytest.CaptureFixture) -> None:
     assert explain(rules_file, {"type": "dag_run.failed", "dag_id": "load_orders"}) == 0
-    assert dag_run_id("recover-orders", ["explain"]) in capsys.readouterr().out
+    assert dag_run_id("recover-orders", ["alerts/explain"]) in capsys.readouterr().out
+
+
+def test_explain_shows_the_run_id_of_the_source_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(RULES.replace("sources:\n", "sources:\n  - {name: ci, auth: bearer, secrets_env: [X]}\n"))
+    event = json.dumps({"type": "dag_run.failed", "dag_id": "load_orders", "id": "evt-1"})
+    assert main(["relay", "explain", event, "--config", str(path), "--source", "ci"]) == 0
+    assert f"as run {dag_run_id('recover-orders', ['ci/evt-1'])}" in capsys.readouterr().out
+    assert main(["relay", "explain", event, "--config", str(path)]) == 0
+    assert "pass --source" in capsys.readouterr().out  # two sources: the run id depends on which
+    assert main(["relay", "explain", event, "--config", str(path), "--source", "nope"]) == 2
+    assert "'nope' is not a source" in capsys.readouterr().err
 
 
 def test_explain_an_event_from_a_file(
@@ -193,12 +205,15 @@ def test_explain_a_many_to_one_rule_waiting_then_ready(
         type="dag_run.success",
         dag_id="extract_a",
         occurred_at=datetime.now(timezone.utc) - timedelta(minutes=1),
+        source="alerts",
     )
     RelayEngine(load_config(rules_file), runtime.get_outbox()).ingest(a)
     assert explain(rules_file, b) == 0
     out = capsys.readouterr().out
     assert "the others are recorded: it would fire" in out
-    assert f"as run {dag_run_id('all-extracts', ['evt-a', 'evt-b'])}" in out  # the run ingest will create
+    assert (
+        f"as run {dag_run_id('all-extracts', ['alerts/evt-a', 'alerts/evt-b'])}" in out
+    )  # the run ingest will create
     assert "  -> asset event s3://reports/inputs on reports" in out
     assert outbox_items(xdeps_env) == []
 
