@@ -26,6 +26,7 @@ from astro_xdeps.outbox.store import Outbox
 
 if TYPE_CHECKING:  # imported where used: the plugin loads in every Airflow process
     from astro_xdeps.outbox.worker import DeliveryWorker
+    from astro_xdeps.relay.deadlines import DeadlineClock
     from astro_xdeps.relay.engine import RelayEngine
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ _outbox: Outbox | None = None
 _worker: DeliveryWorker | None = None
 _plan: ForwardingPlan | None = None
 _relay: RelayEngine | None = None
+_clock: DeadlineClock | None = None
+# The process that loaded the plugin. Children forked from it (the executor's workers and task
+# processes) keep its command line, so process_role() alone cannot tell them apart.
+_IMPORT_PID = os.getpid()
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,10 @@ def build_forwarding_plan() -> ForwardingPlan:
 
 
 def _check_fork() -> None:
-    global _pid, _outbox, _worker, _plan, _relay
+    global _pid, _outbox, _worker, _plan, _relay, _clock
     if _pid != os.getpid():
         # A forked child inherits neither the worker thread nor safe DB connections.
-        _pid, _outbox, _worker, _plan, _relay = os.getpid(), None, None, None, None
+        _pid, _outbox, _worker, _plan, _relay, _clock = os.getpid(), None, None, None, None, None
 
 
 def forwarding_plan() -> ForwardingPlan:
@@ -162,6 +167,37 @@ def ensure_worker() -> DeliveryWorker | None:
     return worker
 
 
+def ensure_deadline_clock(engine: RelayEngine | None = None) -> DeadlineClock | None:
+    """Start this process's deadline clock if the relay has deadline rules (once per process).
+
+    Each tick decides the deadlines that passed and wakes the delivery worker for what it
+    enqueued. Several processes may run one (schedulers, relay replicas): the database claim
+    of each deadline makes one of them fire it.
+    """
+    global _clock
+    engine = engine or relay_engine()
+    if engine is None or not engine.config.deadline_rules:
+        return None
+    with _lock:
+        _check_fork()
+        if _clock is None or not _clock.running:
+            from astro_xdeps.relay.deadlines import DeadlineClock
+
+            def tick(now: float) -> None:
+                if engine.tick(now).new_actions:
+                    ensure_worker()
+
+            _clock = DeadlineClock(tick, interval=float(settings.get_int("deadline_tick_seconds")))
+            _clock.start()
+            log.info(
+                "astro-xdeps deadline clock started in pid %s (%d rule(s), every %gs)",
+                os.getpid(),
+                len(engine.config.deadline_rules),
+                _clock.interval,
+            )
+        return _clock
+
+
 def process_role() -> str | None:
     """Which long-running Airflow component this process is, from its command line.
 
@@ -176,21 +212,29 @@ def process_role() -> str | None:
 
 def start_worker_for_component() -> None:
     """In an api-server or scheduler with forwarding or a relay configured: deliver leftovers now."""
-    if process_role() is None:
+    role = process_role()
+    if role is None:
         return
     try:
         if settings.get("relay_config") or forwarding_plan().enabled:
             ensure_worker()
     except Exception:
         log.exception("astro-xdeps could not start the delivery worker")
+    if role == "scheduler" and os.getpid() == _IMPORT_PID and settings.get("relay_config"):
+        try:
+            ensure_deadline_clock()
+        except Exception:
+            log.exception("astro-xdeps could not start the relay's deadline clock")
 
 
 def reset() -> None:
     """Stop the worker and forget all per-process state."""
-    global _outbox, _worker, _plan, _pid, _relay
+    global _outbox, _worker, _plan, _pid, _relay, _clock
     with _lock:
+        if _clock is not None and _pid == os.getpid():
+            _clock.stop(timeout=5)
         if _worker is not None and _pid == os.getpid():
             _worker.stop(timeout=5)
         if _outbox is not None and _pid == os.getpid():
             _outbox.close()
-        _outbox, _worker, _plan, _relay, _pid = None, None, None, None, os.getpid()
+        _outbox, _worker, _plan, _relay, _clock, _pid = None, None, None, None, None, os.getpid()

@@ -93,6 +93,13 @@ OPTIONS: dict[str, Option] = {
             example="/usr/local/airflow/include/xdeps_relay.yaml",
         ),
         Option(
+            "deadline_tick_seconds",
+            "15",
+            "How often the relay's deadline clock (in the scheduler and in `astro-xdeps relay "
+            "serve`) checks whether a deadline rule's deadline passed without its event.",
+            type="integer",
+        ),
+        Option(
             "relay_metrics_token",
             "",
             "Bearer token that opens the relay's /metrics and the details of /health "

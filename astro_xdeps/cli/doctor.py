@@ -40,6 +40,7 @@ def run_checks(
     try:
         server = client.version().get("version", "?")
         checks.append(Check("API version", True, f"{version} (Airflow {server})"))
+        checks.append(partitions_check(version, server))
     except XdepsError as exc:
         checks.append(Check("API version", False, str(exc)))
     try:
@@ -77,6 +78,20 @@ def run_checks(
         else:
             checks.append(Check(f"DAG {dag_id}", True, "exists and is unpaused"))
     return checks
+
+
+def partitions_check(api_version: str, server: str) -> Check:
+    """A note, never a failure: whether partition keys arrive as keys or in the extra."""
+    from astro_xdeps.client.api import PARTITION_EXTRA_KEY, airflow_at_least
+
+    if api_version == "v2" and airflow_at_least(server, (3, 2)):
+        return Check("partitions", True, "partition keys of forwarded events are kept (Airflow 3.2+)")
+    return Check(
+        "partitions",
+        True,
+        f"note: Airflow {server} has no partition keys (3.2+); a forwarded event's key arrives "
+        f"in its extra as {PARTITION_EXTRA_KEY!r}, and partitioned schedules there will not see it",
+    )
 
 
 def render(checks: list[Check], target: str, out: TextIO) -> None:

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from astro_xdeps.cli import graph as graph_cli
 
     graph_cli.add_parser(sub)
+    from astro_xdeps.cli import replay as replay_cli
+
+    replay_cli.add_parser(sub)
     return parser
 
 
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except XdepsError as exc:
             sys.stderr.write(f"astro-xdeps graph: {exc}\n")
             return EXIT_USAGE
+    if args.command == "replay":
+        from astro_xdeps.cli import replay as replay_cli
+
+        return replay_cli.main(args)
     parser.error(f"unknown command {args.command}")  # pragma: no cover - argparse rejects first
     return EXIT_USAGE
 

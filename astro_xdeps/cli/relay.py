@@ -20,9 +20,18 @@ def run_check(path: str, out: TextIO) -> int:
         return EXIT_FAILED
     out.write(f"{path}: OK — {len(config.sources)} source(s), {len(config.rules)} rule(s)\n")
     for rule in config.rules:
-        kind = (
-            f"all of {len(rule.conditions)} within {rule.within_seconds:g}s" if rule.all_of else "any match"
-        )
+        if rule.deadline is not None:
+            d = rule.deadline
+            kind = f"deadline '{d.cron}' {d.timezone} for {'/'.join(rule.conditions[0].types)} {rule.conditions[0].dag_id}"
+        elif rule.stateful:
+            counts = [c.count for c in rule.conditions]
+            kind = (
+                f"{'all' if rule.required == len(counts) else rule.required} of {len(counts)}"
+                f"{' (counts ' + '/'.join(map(str, counts)) + ')' if max(counts) > 1 else ''}"
+                f" within {rule.within_seconds:g}s"
+            )
+        else:
+            kind = "any match"
         targets = ", ".join(f"{a.kind} {a.dag_id or a.uri} on {a.target}" for a in rule.actions)
         out.write(f"  {rule.name}: {kind} -> {targets}\n")
     return EXIT_OK
@@ -86,6 +95,7 @@ def run_serve(path: str, host: str, port: int) -> int:
         sys.stderr.write(f"astro-xdeps relay serve: {exc}\n")
         return EXIT_USAGE
     runtime.ensure_worker()  # deliver what the relay enqueues (and what was left before)
+    runtime.ensure_deadline_clock(rt.engine)  # deadline rules: decide missed deadlines
     # Monitoring without a token only where no one else can reach it (see README: /metrics).
     app = create_app(lambda: rt, open_monitoring=_is_loopback(host))
     sys.stderr.write(

@@ -7,8 +7,10 @@ Nothing else in the package builds a URL. The API version is detected once per c
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +40,10 @@ def _epoch(value: Any) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.timestamp()
+
+
+# Where a partition key goes on a target that has none (Airflow < 3.2): into the event's extra.
+PARTITION_EXTRA_KEY = "xdeps_partition_key"
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,32 @@ class DeploymentClient:
 
         return self.transport.retrying("all" if dedupe else "unsent")(attempt)
 
+    @property
+    def supports_partitions(self) -> bool:
+        """Whether the server keeps partition keys on asset events (Airflow 3.2+). Asked once.
+
+        When its version cannot be read now, an Airflow 3 server is assumed to, and asked again
+        next time.
+        """
+        cached = self.__dict__.get("_supports_partitions")
+        if cached is not None:
+            return cached
+        if self.api_version != "v2":
+            cached = False
+        else:
+            try:
+                cached = airflow_at_least(self.version().get("version", ""), (3, 2))
+            except DeploymentError as exc:  # not cached: asked again next time
+                log.info("Version of %s unknown (%s); sending partition keys as they are", self.name, exc)
+                return True
+        self.__dict__["_supports_partitions"] = cached
+        return cached
+
     def _post_asset_event(self, uri: str, extra: dict[str, Any], partition_key: str | None) -> dict[str, Any]:
+        if partition_key is not None and not self.supports_partitions:
+            # Older than 3.2: the key would be refused (or lost); it travels in the extra.
+            extra = {**extra, PARTITION_EXTRA_KEY: partition_key}
+            partition_key = None
         if self.api_version == "v1":
             if partition_key is not None:
                 raise RequestRejected(
@@ -313,5 +344,40 @@ class DeploymentClient:
     def close(self) -> None:
         self.transport.close()
 
+    def asset_events_between(
+        self, since: datetime, until: datetime | None = None, *, asset_id: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every asset event with ``since <= timestamp <= until``, oldest first, page by page.
+
+        Airflow 3 only (``GET /api/v2/assets/events``); ``asset_id`` narrows it to one asset.
+        """
+        if self.api_version != "v2":
+            raise RequestRejected(
+                "reading asset-event history needs an Airflow 3 deployment (API v2)",
+                deployment=self.name,
+                call="GET /api/v1/datasets/events",
+            )
+        params: dict[str, Any] = {"order_by": "timestamp", "limit": _PAGE, "timestamp_gte": since.isoformat()}
+        if until is not None:
+            params["timestamp_lte"] = until.isoformat()
+        if asset_id is not None:
+            params["asset_id"] = asset_id
+        offset = 0
+        while True:
+            page = self.transport.request(
+                "GET", "/api/v2/assets/events", params={**params, "offset": offset}
+            ).json()
+            events = page.get("asset_events") or []
+            yield from events
+            offset += len(events)
+            if not events or offset >= int(page.get("total_entries", 0)):
+                return
+
 
 __all__ = ["Asset", "DeploymentClient", "DeploymentError", "TriggerResult"]
+
+
+def airflow_at_least(version: str, minimum: tuple[int, int]) -> bool:
+    """``"3.2.0rc1"`` >= ``(3, 2)``; False for a version that cannot be read."""
+    m = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= minimum

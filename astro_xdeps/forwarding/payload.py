@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from astro_xdeps.forwarding.routes import Destination
+from astro_xdeps.forwarding.routes import Destination, map_partition_key
 
 EVENT_ID_KEY = "xdeps_event_id"
 PROVENANCE_KEY = "xdeps"
@@ -85,11 +85,21 @@ def forwarded_extra(event: SourceEvent, *, event_id: str, deployment: str, route
 def outbox_payload(
     event: SourceEvent, dest: Destination, *, event_id: str, deployment: str
 ) -> dict[str, Any]:
-    """The outbox item payload for one destination: what the delivery worker sends."""
+    """The outbox item payload for one destination: what the delivery worker sends.
+
+    The partition key is the route's mapping of the upstream key (by default the same key);
+    the upstream key stays in the provenance (``xdeps.source.partition_key``).
+    """
+    fields = {
+        "partition_key": event.partition_key,
+        "dag_id": event.dag_id,
+        "task_id": event.task_id,
+        "run_id": event.run_id,
+    }
     return {
         "uri": dest.uri,
         "extra": forwarded_extra(event, event_id=event_id, deployment=deployment, route=dest.route),
-        "partition_key": event.partition_key,
+        "partition_key": map_partition_key(dest.partition_key, fields),
         "event_id": event_id,
     }
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from astro_xdeps.outbox.models import EnqueueResult, NewItem
 from astro_xdeps.outbox.store import Outbox
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.journal import RelayJournal, outcome, waiting_conditions
-from astro_xdeps.relay.rules import PlannedAction, RelayConfig, matching_rules, plan_actions
-from astro_xdeps.relay.state import RelayState
+from astro_xdeps.relay.rules import PlannedAction, RelayConfig, Rule, matching_rules, plan_actions
+from astro_xdeps.relay.state import RelayState, select_firing
+
+if TYPE_CHECKING:
+    from astro_xdeps.relay.deadlines import DeadlineState
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestResult:
     matched: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)  # many-to-one rules still missing conditions
+    waiting: list[str] = field(default_factory=list)  # stateful rules not satisfied yet
     planned: list[PlannedAction] = field(default_factory=list)
     enqueued: list[EnqueueResult] = field(default_factory=list)
 
@@ -40,19 +45,37 @@ class RelayEngine:
         config: RelayConfig,
         outbox: Outbox,
         state: RelayState | None = None,
+        deadlines: DeadlineState | None = None,
         journal: RelayJournal | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.state = state or RelayState(outbox.engine, outbox.write_engine)
         self.journal = journal or RelayJournal(outbox.engine, outbox.write_engine)
+        self.deadlines = deadlines
+        if deadlines is None and config.deadline_rules:
+            from astro_xdeps.relay.deadlines import DeadlineState
+
+            self.deadlines = DeadlineState(outbox.engine, outbox.write_engine)
 
     def ingest(self, event: StateEvent, now: float | None = None) -> IngestResult:
         now = time.time() if now is None else now
         result = IngestResult()
+        self._evaluate(event, now, result)
+        self._enqueue(result)
+        self._record(event, result, now)
+        return result
+
+    def _evaluate(self, event: StateEvent, now: float, result: IngestResult) -> None:
         for rule, conditions in matching_rules(self.config, event):
             result.matched.append(rule.name)
-            if not rule.all_of:
+            if rule.deadline is not None:
+                assert self.deadlines is not None
+                late = self.deadlines.observe(rule, event, now)
+                if late is not None and rule.late_actions:
+                    result.planned += plan_actions(rule, late, rule.late_actions)
+                continue
+            if not rule.stateful:
                 result.planned += plan_actions(rule, [event])
                 continue
             fired = self.state.record(rule, conditions, event, now)
@@ -60,6 +83,8 @@ class RelayEngine:
                 result.waiting.append(rule.name)
             else:
                 result.planned += plan_actions(rule, fired)
+
+    def _enqueue(self, result: IngestResult) -> None:
         if result.planned:
             result.enqueued = self.outbox.enqueue(
                 [
@@ -69,7 +94,31 @@ class RelayEngine:
                     for p in result.planned
                 ]
             )
-        self._record(event, result, now)
+
+    def tick(self, now: float | None = None) -> IngestResult:
+        """Decide the deadlines that are due: a missed one fires its rule's ``then`` once.
+
+        The ``dag_run.missed_deadline`` event also goes through every other rule, like an
+        event from upstream. Called by the deadline clock (scheduler, ``relay serve``).
+        """
+        now = time.time() if now is None else now
+        result = IngestResult()
+        if self.deadlines is None:
+            return result
+        for rule in self.config.deadline_rules:
+            for decision in self.deadlines.decide(rule, now):
+                missed = decision.missed
+                one = IngestResult(matched=[rule.name], planned=plan_actions(rule, [missed]))
+                if decision.late is not None and rule.late_actions:
+                    one.planned += plan_actions(rule, decision.late, rule.late_actions)
+                self._evaluate(missed, now, one)
+                self._enqueue(one)
+                self.deadlines.mark_enqueued(rule, missed.occurred_at)
+                self._record(missed, one, now)
+                result.matched += one.matched
+                result.waiting += one.waiting
+                result.planned += one.planned
+                result.enqueued += one.enqueued
         return result
 
     def _record(self, event: StateEvent, result: IngestResult, now: float) -> None:
@@ -96,21 +145,33 @@ class RelayEngine:
             return [f"no rule matches {event.type} of {event.dag_id}"]
         for rule, conditions in matches:
             firing = [event]
-            if rule.all_of:
-                # The firing ``ingest`` would make: the latest pending event per condition.
-                latest = self.state.latest_pending(rule, now)
-                for i in conditions:
-                    if i not in latest or latest[i].occurred_at <= event.occurred_at:
-                        latest[i] = event
-                missing = [i for i in range(len(rule.conditions)) if i not in latest]
-                head = f"rule {rule.name}: matches condition(s) {', '.join(str(i + 1) for i in conditions)} of {len(rule.conditions)}"
-                if missing:
+            if rule.deadline is not None:
+                assert self.deadlines is not None
+                lines.append(
+                    f"rule {rule.name}: deadline rule; this event meets the deadline its window holds"
+                )
+                lines += self.deadlines.status(rule, now)
+                continue
+            if rule.stateful:
+                fires, counter_lines, firing, unsatisfied = self._explain_stateful(
+                    rule, conditions, event, now
+                )
+                head = (
+                    f"rule {rule.name}: matches condition(s) {', '.join(str(i + 1) for i in conditions)} "
+                    f"of {len(rule.conditions)}"
+                )
+                if rule.required != len(rule.conditions):
+                    head += f" ({rule.required} needed)"
+                if fires:
+                    lines.append(f"{head}; the others are recorded: it would fire")
+                else:
                     lines.append(
-                        f"{head}; still waiting for {', '.join(str(i + 1) for i in missing)} (window {rule.within_seconds:g}s): nothing yet"
+                        f"{head}; still waiting for {', '.join(str(i + 1) for i in unsatisfied)} "
+                        f"(window {rule.within_seconds:g}s): nothing yet"
                     )
+                lines += counter_lines
+                if not fires:
                     continue
-                lines.append(f"{head}; the others are recorded: it would fire")
-                firing = sorted(latest.values(), key=lambda e: e.occurred_at)
             else:
                 lines.append(f"rule {rule.name}: matches")
             for p in plan_actions(rule, firing):
@@ -121,3 +182,31 @@ class RelayEngine:
                 else:
                     lines.append(f"  -> asset event {p.payload['uri']} on {p.target}")
         return lines
+
+    def _explain_stateful(
+        self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
+    ) -> tuple[bool, list[str], list[StateEvent], list[int]]:
+        """What ``record`` would do with ``event``, and the counter of every condition."""
+        assert rule.within_seconds is not None
+        pending = self.state.pending_events(rule, now)
+        in_window = min(event.occurred_at.timestamp(), now) >= now - rule.within_seconds
+        for i in conditions:
+            found = pending.setdefault(i, [])
+            if in_window and all(e.key != event.key for e in found):
+                found.append(event)
+                found.sort(key=lambda e: e.occurred_at)
+        counters, unsatisfied = [], []
+        for i, cond in enumerate(rule.conditions):
+            n = len(pending.get(i, []))
+            if n < cond.count:
+                unsatisfied.append(i)
+            mark = "satisfied" if n >= cond.count else f"{cond.count - n} more needed"
+            counters.append(
+                f"  condition {i + 1} ({'/'.join(cond.types)} {cond.dag_id}): "
+                f"{min(n, cond.count)} of {cond.count} in the window, {mark}"
+            )
+        selected = select_firing(rule, {i: found for i, found in pending.items() if found})
+        if selected is None:
+            return False, counters, [], unsatisfied
+        unique = {e.key: e for e in selected}
+        return True, counters, sorted(unique.values(), key=lambda e: (e.occurred_at, e.key)), unsatisfied

@@ -9,6 +9,7 @@ Event types (``EVENT_TYPES``)::
 
     dag_run.success   dag_run.failed   dag_run.running   dag_run.late   dag_run.too_long
     task_instance.success   task_instance.failed   task_instance.too_long
+    dag_run.missed_deadline   (made by the relay's deadline clock, see relay/deadlines.py)
 
 Accepted HTTP payloads (``parse_event``)
 ========================================
@@ -122,6 +123,8 @@ DAG_RUN_TOO_LONG: Final = "dag_run.too_long"
 TASK_INSTANCE_SUCCESS: Final = "task_instance.success"
 TASK_INSTANCE_FAILED: Final = "task_instance.failed"
 TASK_INSTANCE_TOO_LONG: Final = "task_instance.too_long"
+# Made by the relay's deadline clock (relay/deadlines.py), never by an upstream.
+DAG_RUN_MISSED_DEADLINE: Final = "dag_run.missed_deadline"
 
 EVENT_TYPES: Final = (
     DAG_RUN_SUCCESS,
@@ -132,6 +135,7 @@ EVENT_TYPES: Final = (
     TASK_INSTANCE_SUCCESS,
     TASK_INSTANCE_FAILED,
     TASK_INSTANCE_TOO_LONG,
+    DAG_RUN_MISSED_DEADLINE,
 )
 TASK_EVENT_TYPES: Final = frozenset(t for t in EVENT_TYPES if t.startswith("task_instance."))
 
@@ -156,6 +160,8 @@ MAX_SOURCE_CHARS: Final = 100  # a source name (rules.py) or SCHEDULER_SOURCE
 # The namespace of events from the upstream scheduler's listener: '@' is not allowed in a
 # configured source name, so no HTTP source can post into it.
 SCHEDULER_SOURCE: Final = "@scheduler"
+# The namespace of the events the deadline clock makes (``dag_run.missed_deadline``).
+DEADLINE_SOURCE: Final = "@deadline"
 
 AttributeValue = str | int | float | bool | None
 

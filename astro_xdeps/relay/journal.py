@@ -192,8 +192,10 @@ class RelayJournal:
 
 
 def waiting_conditions(rule: Rule, pending: dict[int, list[str]]) -> list[str]:
-    """The conditions of a many-to-one ``rule`` with no pending match yet, described. Pure."""
-    return [describe_condition(c) for i, c in enumerate(rule.conditions) if not pending.get(i)]
+    """The conditions of a stateful ``rule`` still short of their ``count`` of events, described. Pure."""
+    return [
+        describe_condition(c) for i, c in enumerate(rule.conditions) if len(pending.get(i) or ()) < c.count
+    ]
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,11 +23,39 @@ A relay config file (YAML or JSON)::
         within: 6h
         then:
           - trigger_dag: {target: xdeps_downstream, dag_id: build_report}
-          - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"}}
+          - asset_event: {target: xdeps_downstream, uri: "s3://reports/inputs", extra: {by: "{rule}"},
+                          partition_key: "{run_id}"}   # optional (Airflow 3.2+ targets)
+      - name: two-of-three-regions  # any-of: fires once when at_least N conditions have a match
+        when:
+          - {type: dag_run.success, dag_id: sync_eu}
+          - {type: dag_run.success, dag_id: sync_us}
+          - {type: dag_run.success, dag_id: sync_ap}
+        at_least: 2
+        within: 2h
+        then: [{trigger_dag: {target: xdeps_downstream, dag_id: publish}}]
+      - name: page-on-repeated-load-failures   # count: N distinct matching events in the window
+        when: {type: dag_run.failed, dag_id: "load_*", count: 3}
+        within: 1h
+        then: [{trigger_dag: {target: xdeps_ops, dag_id: page_team}}]
+      - name: extract-a-by-six      # deadline (absence): the event must happen before each
+        deadline:                   #   cron instant in that time zone, else `then` runs
+          expect: {type: dag_run.success, dag_id: extract_a}
+          cron: "0 6 * * 1-5"
+          timezone: Europe/Berlin
+          within: 12h               # optional: the window opens 12h before (default: last deadline)
+          grace: 60s                # optional: decide this long after the deadline (default 60s)
+        then: [{trigger_dag: {target: xdeps_downstream, dag_id: extract_a_fallback}}]
+        on_late:                    # optional: once, when it finally happens after a miss
+          - trigger_dag: {target: xdeps_downstream, dag_id: extract_a_caught_up}
     max_body_bytes: 65536
 
 Matching: ``type``, ``dag_id``, ``task_id`` and ``deployment`` are globs (``*`` by default;
-``type`` may also be a list). Templates in ``conf``, ``note`` and ``extra`` substitute
+``type`` may also be a list). A rule with ``within`` keeps state (``relay/state.py``): it fires
+when ``at_least`` of its conditions (all of them for ``when_all``, one for ``when``) have each
+seen ``count`` distinct events (default 1) inside the window; the events of a firing are then
+consumed, and the rule starts over. A deadline rule's ``then`` gets a ``dag_run.missed_deadline``
+event (dag_id and task_id of ``expect``, occurred_at the deadline) for its templates, and that
+event also goes through every other rule. Templates in ``conf``, ``note`` and ``extra`` substitute
 ``{field}`` from the event: id, type, dag_id, run_id, task_id, deployment, occurred_at,
 message, rule (plain fields only: no format spec or conversion; the longest possible rendering
 is capped at load, a rendered note cut to Airflow's 1000 characters). Values of ``conf`` and
@@ -41,6 +69,7 @@ import datetime
 import fnmatch
 import hashlib
 import json
+import logging
 import math
 import re
 import string
@@ -51,7 +80,8 @@ from typing import Any
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox.models import MAX_KEY_CHARS, MAX_TARGET_CHARS
-from astro_xdeps.relay.events import EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
+from astro_xdeps.relay.events import DEADLINE_SOURCE, EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
+from astro_xdeps.relay.schedule import DeadlineSchedule, check_schedule
 
 TEMPLATE_FIELDS = (
     "id",
@@ -80,6 +110,8 @@ TEMPLATE_FIELD_MAX_CHARS = {
 MAX_RENDERED_CHARS = 10_000  # per template string
 MAX_NOTE_CHARS = 1000  # Airflow's dag_run_note.content
 MAX_ASSET_URI_CHARS = 1500  # Airflow's asset.uri
+MAX_PARTITION_KEY_CHARS = 250  # Airflow's ID_LEN
+log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -95,6 +127,7 @@ class Condition:
     dag_id: str = "*"
     task_id: str = "*"
     deployment: str = "*"
+    count: int = 1  # distinct matching events needed inside the window (stateful rules)
 
     def matches(self, event: StateEvent) -> bool:
         return (
@@ -116,6 +149,7 @@ class Action:
     conf: Mapping[str, Any] = field(default_factory=dict)
     note: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None  # asset_event: a template of the event's fields (Airflow 3.2+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +159,21 @@ class Rule:
     actions: tuple[Action, ...]
     all_of: bool = False
     within_seconds: float | None = None
+    at_least: int | None = None  # conditions that must be satisfied; None: all (when_all) or one
+    deadline: DeadlineSchedule | None = None  # a deadline rule: conditions == (expect,)
+    late_actions: tuple[Action, ...] = ()  # deadline rules: when the event comes after a miss
+
+    @property
+    def stateful(self) -> bool:
+        """Whether firing depends on earlier events (a window in ``RelayState``)."""
+        return self.within_seconds is not None and self.deadline is None
+
+    @property
+    def required(self) -> int:
+        """How many conditions must be satisfied for a stateful rule to fire."""
+        if self.at_least is not None:
+            return self.at_least
+        return len(self.conditions) if self.all_of else 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +197,11 @@ class RelayConfig:
 
     @property
     def targets(self) -> set[str]:
-        return {a.target for r in self.rules for a in r.actions}
+        return {a.target for r in self.rules for a in (*r.actions, *r.late_actions)}
+
+    @property
+    def deadline_rules(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.deadline is not None)
 
 
 @dataclass(frozen=True)
@@ -198,7 +251,10 @@ def _glob(obj: Mapping, key: str, where: str) -> str:
 
 def _parse_condition(raw: Any, where: str) -> Condition:
     _expect(raw, dict, where)
-    _check_keys(raw, {"type", "dag_id", "task_id", "deployment"}, where)
+    _check_keys(raw, {"type", "dag_id", "task_id", "deployment", "count"}, where)
+    count = raw.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+        raise ConfigError(f"{where}.count: an integer from 1 to 1000 (distinct events in the window).")
     types = raw.get("type", "*")
     types = [types] if isinstance(types, str) else types
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
@@ -211,6 +267,7 @@ def _parse_condition(raw: Any, where: str) -> Condition:
         dag_id=_glob(raw, "dag_id", where),
         task_id=_glob(raw, "task_id", where),
         deployment=_glob(raw, "deployment", where),
+        count=count,
     )
 
 
@@ -296,7 +353,7 @@ def _parse_action(raw: Any, where: str) -> Action:
         _check_keys(body, {"target", "dag_id", "conf", "note"}, where)
         required = ("target", "dag_id")
     else:
-        _check_keys(body, {"target", "uri", "extra"}, where)
+        _check_keys(body, {"target", "uri", "extra", "partition_key"}, where)
         required = ("target", "uri")
     for key in required:
         if not isinstance(body.get(key), str) or not body[key]:
@@ -314,6 +371,16 @@ def _parse_action(raw: Any, where: str) -> Action:
     if "note" in body:
         _expect(body["note"], str, f"{where}.note")
         _check_template(body["note"], f"{where}.note")
+    if "partition_key" in body:
+        key = body["partition_key"]
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"{where}.partition_key: a non-empty string, e.g. '{{run_id}}' or 'eu'.")
+        _check_template(key, f"{where}.partition_key")
+        if len(key) > MAX_PARTITION_KEY_CHARS or _CONTROL.search(key):
+            raise ConfigError(
+                f"{where}.partition_key: at most {MAX_PARTITION_KEY_CHARS} characters without control "
+                f"characters (Airflow's limit), got {_short(key)}."
+            )
     return Action(
         kind=kind,
         target=body["target"],
@@ -322,43 +389,105 @@ def _parse_action(raw: Any, where: str) -> Action:
         conf=body.get("conf", {}),
         note=body.get("note"),
         extra=body.get("extra", {}),
+        partition_key=body.get("partition_key"),
     )
+
+
+def _parse_actions(raw: Any, where: str) -> tuple[Action, ...]:
+    actions_raw = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(actions_raw, list) or not actions_raw:
+        raise ConfigError(f"{where}: list at least one action.")
+    return tuple(_parse_action(a, f"{where}[{i}]") for i, a in enumerate(actions_raw))
+
+
+_LITERAL_ID = re.compile(r"^[\w.-]+$")
+
+
+def _parse_deadline(raw: Any, where: str) -> tuple[Condition, DeadlineSchedule]:
+    _expect(raw, dict, where)
+    _check_keys(raw, {"expect", "cron", "timezone", "within", "grace"}, where)
+    if "expect" not in raw:
+        raise ConfigError(
+            f"{where}.expect: required, the event that must happen, e.g. "
+            "{type: dag_run.success, dag_id: extract_a}."
+        )
+    cond = _parse_condition(raw["expect"], f"{where}.expect")
+    if cond.count != 1:
+        raise ConfigError(f"{where}.expect.count: not used by deadlines (one event meets a deadline).")
+    # The missed-deadline event names this DAG (and task): they must be ids, not globs.
+    if not _LITERAL_ID.match(cond.dag_id):
+        raise ConfigError(
+            f"{where}.expect.dag_id: a deadline watches one DAG; give its id, not {cond.dag_id!r}."
+        )
+    if cond.task_id != "*" and not _LITERAL_ID.match(cond.task_id):
+        raise ConfigError(f"{where}.expect.task_id: a task id, not the glob {cond.task_id!r}.")
+    if any(t.endswith("missed_deadline") for t in cond.types):
+        raise ConfigError(
+            f"{where}.expect.type: a deadline expects an upstream state, not a missed deadline."
+        )
+    check_schedule(raw.get("cron"), raw.get("timezone"), where)
+    within = parse_duration(raw["within"], f"{where}.within") if "within" in raw else None
+    grace = parse_duration(raw["grace"], f"{where}.grace") if "grace" in raw else 60.0
+    schedule = DeadlineSchedule(
+        cron=raw["cron"], timezone=raw["timezone"], within_seconds=within, grace_seconds=grace
+    )
+    return cond, schedule
 
 
 def _parse_rule(raw: Any, where: str) -> Rule:
     _expect(raw, dict, where)
-    _check_keys(raw, {"name", "when", "when_all", "within", "then"}, where)
+    _check_keys(raw, {"name", "when", "when_all", "within", "at_least", "deadline", "then", "on_late"}, where)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{where}.name: required; letters, digits, '_', '.', '-' (at most 100).")
     where = f"rule {name!r}"
-    if ("when" in raw) == ("when_all" in raw):
+    if sum(k in raw for k in ("when", "when_all", "deadline")) != 1:
         raise ConfigError(
-            f"{where}: give exactly one of 'when' (any event matching) or 'when_all' (all, within a window)."
+            f"{where}: give exactly one of 'when' (any event matching), 'when_all' (all, within a "
+            f"window) or 'deadline' (an event that must happen by a time)."
         )
-    if "when" in raw:
+    if "deadline" in raw:
+        for key in ("within", "at_least"):
+            if key in raw:
+                raise ConfigError(f"{where}.{key}: not used by deadline rules (see deadline.within).")
+        cond, schedule = _parse_deadline(raw["deadline"], f"{where}.deadline")
+        actions = _parse_actions(raw.get("then"), f"{where}.then")
+        late = _parse_actions(raw["on_late"], f"{where}.on_late") if "on_late" in raw else ()
+        return Rule(name=name, conditions=(cond,), actions=actions, deadline=schedule, late_actions=late)
+    if "on_late" in raw:
+        raise ConfigError(f"{where}.on_late: only applies to deadline rules.")
+    key = "when" if "when" in raw else "when_all"
+    if key == "when":
         conds = raw["when"] if isinstance(raw["when"], list) else [raw["when"]]
         if not conds:
             raise ConfigError(f"{where}.when: list at least one condition.")
-        if "within" in raw:
-            raise ConfigError(f"{where}.within: only applies to 'when_all'.")
-        within = None
     else:
         conds = _expect(raw["when_all"], list, f"{where}.when_all")
         if len(conds) < 2:
             raise ConfigError(f"{where}.when_all: list at least two conditions (one is a plain 'when').")
-        if "within" not in raw:
-            raise ConfigError(f"{where}.within: required with 'when_all', e.g. 6h.")
-        within = parse_duration(raw["within"], f"{where}.within")
-    key = "when" if "when" in raw else "when_all"
     conditions = tuple(_parse_condition(c, f"{where}.{key}[{i}]") for i, c in enumerate(conds))
-    actions_raw = raw.get("then")
-    actions_raw = [actions_raw] if isinstance(actions_raw, dict) else actions_raw
-    if not isinstance(actions_raw, list) or not actions_raw:
-        raise ConfigError(f"{where}.then: list at least one action.")
-    actions = tuple(_parse_action(a, f"{where}.then[{i}]") for i, a in enumerate(actions_raw))
+    actions = _parse_actions(raw.get("then"), f"{where}.then")
+    at_least = raw.get("at_least")
+    if at_least is not None and (
+        isinstance(at_least, bool) or not isinstance(at_least, int) or not 1 <= at_least <= len(conditions)
+    ):
+        raise ConfigError(
+            f"{where}.at_least: an integer from 1 to {len(conditions)} (the number of conditions)."
+        )
+    stateful = key == "when_all" or at_least is not None or any(c.count > 1 for c in conditions)
+    if stateful and "within" not in raw:
+        why = "'when_all'" if key == "when_all" else "'at_least' or 'count'"
+        raise ConfigError(f"{where}.within: required with {why}, e.g. 6h.")
+    if not stateful and "within" in raw:
+        raise ConfigError(f"{where}.within: only applies to 'when_all', 'at_least' or a condition's 'count'.")
+    within = parse_duration(raw["within"], f"{where}.within") if stateful else None
     return Rule(
-        name=name, conditions=conditions, actions=actions, all_of=key == "when_all", within_seconds=within
+        name=name,
+        conditions=conditions,
+        actions=actions,
+        all_of=key == "when_all",
+        within_seconds=within,
+        at_least=at_least,
     )
 
 
@@ -497,14 +626,20 @@ def dag_run_id(rule: str, event_ids: Sequence[str], action_index: int = 0) -> st
     return f"xdeps__{safe_rule}__{firing_id(rule, event_ids)}{suffix}"
 
 
-def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction]:
-    """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger)."""
+def plan_actions(
+    rule: Rule, events: Sequence[StateEvent], actions: Sequence[Action] | None = None
+) -> list[PlannedAction]:
+    """The outbox items for one firing of ``rule`` by ``events`` (the last one is the trigger).
+
+    ``actions``: another action list of the rule (a deadline rule's ``on_late``); its events
+    must then differ from any firing of ``rule.actions``, so the ids do.
+    """
     # Keys, not bare ids: the same id from two sources is two events (see StateEvent.key).
     event_ids = [e.key for e in events]
     fields = event_fields(events[-1], rule.name)
     fid = firing_id(rule.name, event_ids)
     planned = []
-    for i, action in enumerate(rule.actions):
+    for i, action in enumerate(rule.actions if actions is None else actions):
         provenance = {"rule": rule.name, "events": [e.to_dict() for e in events]}
         if action.kind == "trigger_dag":
             run_id = dag_run_id(rule.name, event_ids, i)
@@ -521,7 +656,25 @@ def plan_actions(rule: Rule, events: Sequence[StateEvent]) -> list[PlannedAction
             extra.update(
                 {"xdeps_event_id": event_id, "xdeps": {"event_id": event_id, "hops": 1, **provenance}}
             )
-            payload = {"uri": action.uri, "extra": extra, "partition_key": None, "event_id": event_id}
+            partition_key = render(action.partition_key, fields) if action.partition_key else None
+            if partition_key is not None and (
+                len(partition_key) > MAX_PARTITION_KEY_CHARS or _CONTROL.search(partition_key)
+            ):
+                # Airflow would refuse the event; sent without a key, and said why.
+                log.warning(
+                    "Rule %s: partition key %s is not one Airflow keeps (at most %d characters, no "
+                    "control characters); the asset event is sent without a partition key",
+                    rule.name,
+                    _short(partition_key),
+                    MAX_PARTITION_KEY_CHARS,
+                )
+                partition_key = None
+            payload = {
+                "uri": action.uri,
+                "extra": extra,
+                "partition_key": partition_key if partition_key and partition_key.strip() else None,
+                "event_id": event_id,
+            }
             planned.append(
                 PlannedAction(
                     rule.name,
@@ -550,6 +703,8 @@ def matching_rules(config: RelayConfig, event: StateEvent) -> list[tuple[Rule, l
     """Rules that ``event`` concerns, with the indexes of the conditions it matches."""
     out = []
     for rule in config.rules:
+        if rule.deadline is not None and event.source == DEADLINE_SOURCE:
+            continue  # a missed deadline never meets (or is late for) a deadline
         idx = [i for i, c in enumerate(rule.conditions) if c.matches(event)]
         if idx:
             out.append((rule, idx))

@@ -1,4 +1,4 @@
-"""Durable state of many-to-one rules: which conditions have matched, inside the window.
+"""Durable state of stateful rules (when_all, at_least, count): what matched, inside the window.
 
 Kept in the outbox's database (same file or PostgreSQL), in table ``xdeps_relay_state``. A
 firing marks the events it used as consumed instead of deleting them, so a webhook delivered
@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -34,8 +35,24 @@ state_table = sa.Table(
 )
 
 
+T = TypeVar("T")
+
+
+def select_firing(rule: Rule, matches: dict[int, list[T]]) -> list[T] | None:
+    """The matches a firing uses, or None when ``rule`` is not satisfied yet. Pure.
+
+    ``matches``: the unconsumed distinct events per condition index inside the window, oldest
+    first. A condition is satisfied by ``count`` of them; the rule by ``rule.required``
+    satisfied conditions. A firing uses the latest ``count`` events of every satisfied condition.
+    """
+    satisfied = [i for i, found in matches.items() if len(found) >= rule.conditions[i].count]
+    if len(satisfied) < rule.required:
+        return None
+    return [m for i in sorted(satisfied) for m in matches[i][-rule.conditions[i].count :]]
+
+
 class RelayState:
-    """Records matches of ``when_all`` rules and decides, atomically, when one fires."""
+    """Records matches of stateful rules and decides, atomically, when one fires."""
 
     def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
         self._engine = engine
@@ -58,8 +75,8 @@ class RelayState:
     ) -> list[StateEvent] | None:
         """Record ``event`` for the matched ``conditions``; return the events of a firing, if any.
 
-        The events returned (one per condition, the latest of each, oldest first) are marked
-        consumed in the same transaction, so exactly one caller gets a given firing.
+        The events returned (see ``select_firing``; distinct, oldest first) are marked consumed in
+        the same transaction, so exactly one caller gets a given firing.
         """
         assert rule.within_seconds is not None
         window_start = now - rule.within_seconds
@@ -108,14 +125,17 @@ class RelayState:
             rows = conn.execute(
                 sa.select(t.c.condition, t.c.event_id, t.c.occurred_at, t.c.event)
                 .where(t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at >= window_start)
-                .order_by(t.c.occurred_at)
+                .order_by(t.c.occurred_at, t.c.event_id)
             ).all()
-            latest: dict[int, sa.Row] = {}
+            per_condition: dict[int, list[sa.Row]] = {}
             for row in rows:
-                latest[row.condition] = row  # ordered by time: the last one wins
-            if len(latest) < len(rule.conditions):
+                per_condition.setdefault(row.condition, []).append(row)  # ordered by time
+            selected = select_firing(rule, per_condition)
+            if selected is None:
                 return None
-            chosen = sorted(latest.values(), key=lambda r: r.occurred_at)
+            # One event can satisfy several conditions: it is in the firing once.
+            unique = {r.event_id: r for r in selected}
+            chosen = sorted(unique.values(), key=lambda r: (r.occurred_at, r.event_id))
             firing = [json.loads(r.event) for r in chosen]
             # Consume every pending match up to the firing: the rule starts over from here.
             conn.execute(
@@ -142,6 +162,25 @@ class RelayState:
         out: dict[int, list[str]] = {}
         for row in rows:
             out.setdefault(row.condition, []).append(row.event_id)
+        return out
+
+    def pending_events(self, rule: Rule, now: float) -> dict[int, list[StateEvent]]:
+        """The unconsumed events per condition inside the window, oldest first (for explain)."""
+        assert rule.within_seconds is not None
+        t = state_table
+        with self._db("read pending events"), self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.condition, t.c.event)
+                .where(
+                    t.c.rule == rule.name,
+                    t.c.consumed.is_(False),
+                    t.c.occurred_at >= now - rule.within_seconds,
+                )
+                .order_by(t.c.occurred_at, t.c.event_id)
+            ).all()
+        out: dict[int, list[StateEvent]] = {}
+        for row in rows:
+            out.setdefault(row.condition, []).append(StateEvent.from_dict(json.loads(row.event)))
         return out
 
     def latest_pending(self, rule: Rule, now: float) -> dict[int, StateEvent]:

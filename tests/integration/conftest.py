@@ -7,12 +7,15 @@ stopped (by process group) when the session ends, also when tests fail.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,6 +25,26 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "dags" / "examples"
 TEST_DAGS = Path(__file__).with_name("dags")
 RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!").decode()
+# The deadline rules' deadline: this long after the deployments start, in Europe/Berlin; their
+# window opens DEADLINE_WINDOW before it (after the scheduler's clock has started watching).
+DEADLINE_AFTER = timedelta(minutes=6)
+DEADLINE_WINDOW = timedelta(minutes=3)
+DEADLINE_GRACE_SECONDS = 5
+# Upstream's routes: the partition test's asset goes with a mapped partition key, the rest as
+# before (one route to xdeps_default, named "default").
+UPSTREAM_ROUTES = json.dumps(
+    [
+        {
+            "name": "partitions",
+            "match": {"uri": "file://include/partitioned_*"},
+            "targets": ["xdeps_default"],
+            "partition_key": "eu-{partition_key}",
+        },
+        {"name": "default", "targets": ["xdeps_default"]},
+    ]
+)
+# Set by the pair fixture: the deadline instant (UTC) of this session's deadline rules.
+DEADLINE: dict[str, datetime] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,6 +57,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Pair:
     upstream: LocalDeployment
     downstream: LocalDeployment
+
+
+def write_relay_config(path: Path, start: datetime) -> datetime:
+    """relay.yaml plus two deadline rules whose daily deadline is ``DEADLINE_AFTER`` from ``start``.
+
+    The cron is written in Europe/Berlin local time, so the test goes through the time zone.
+    """
+    deadline = (start + DEADLINE_AFTER).replace(second=0, microsecond=0)
+    local = deadline.astimezone(ZoneInfo("Europe/Berlin"))
+    cron = f"{local.minute} {local.hour} * * *"
+    window = f"{int(DEADLINE_WINDOW.total_seconds())}s"
+
+    def rule(name: str, dag_id: str, late: bool) -> str:
+        text = f"""
+  - name: {name}
+    deadline:
+      expect: {{type: dag_run.success, dag_id: {dag_id}}}
+      cron: "{cron}"
+      timezone: Europe/Berlin
+      within: {window}
+      grace: {DEADLINE_GRACE_SECONDS}s
+    then:
+      - trigger_dag:
+          target: xdeps_default
+          dag_id: recovery_dag
+          conf: {{failed_dag: "{{dag_id}}", failed_run: "{{type}}", via: deadline, deadline: "{{occurred_at}}"}}
+          note: "{{message}}"
+"""
+        if late:
+            text += """    on_late:
+      - trigger_dag:
+          target: xdeps_default
+          dag_id: recovery_dag
+          conf: {failed_dag: "{dag_id}", failed_run: "{run_id}", via: late}
+"""
+        return text
+
+    base = Path(__file__).with_name("relay.yaml").read_text()
+    path.write_text(
+        base
+        + rule("deadline-missed", "deadline_watched", True)
+        + rule("deadline-kept", "deadline_met", False)
+    )
+    return deadline
 
 
 @pytest.fixture(scope="session")
@@ -54,20 +121,28 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             TEST_DAGS / "extract_a.py",
             TEST_DAGS / "extract_b.py",
             TEST_DAGS / "late_producer.py",
+            TEST_DAGS / "time_and_recovery.py",
         ],
         users={"viewer": "viewer"},  # the page's test: a user who may look but not retry
     )
     down = LocalDeployment(
         "downstream",
         base / "downstream",
-        dags=[EXAMPLES / "consumer_dag.py", EXAMPLES / "recovery_dag.py", TEST_DAGS / "report_dag.py"],
+        dags=[
+            EXAMPLES / "consumer_dag.py",
+            EXAMPLES / "recovery_dag.py",
+            TEST_DAGS / "report_dag.py",
+            TEST_DAGS / "partition_sink.py",
+        ],
     )
     fast_retries = {"AIRFLOW__ASTRO_XDEPS__RETRY_MAX_DELAY": "2"}
     up.extra_env.update(
         fast_retries,
         AIRFLOW_CONN_XDEPS_DEFAULT=down.connection_json(),
         AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="upstream",
-        AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG=str(Path(__file__).with_name("relay.yaml")),
+        AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG=str(base / "relay.yaml"),
+        AIRFLOW__ASTRO_XDEPS__DEADLINE_TICK_SECONDS="3",
+        AIRFLOW__ASTRO_XDEPS__ROUTES=UPSTREAM_ROUTES,
         XDEPS_RELAY_SECRET=RELAY_SECRET,
     )
     down.extra_env.update(
@@ -79,14 +154,25 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     try:
         for d in (up, down):
             d.prepare()
+        DEADLINE["at"] = write_relay_config(base / "relay.yaml", datetime.now(timezone.utc))
         for d in (up, down):
             for component in COMPONENTS:
                 d.start_component(component)
         for d in (up, down):
             d.wait_ready()
-        for dag_id in ("producer_dag", "flaky_producer_dag", "extract_a", "extract_b", "late_producer"):
+        for dag_id in (
+            "producer_dag",
+            "flaky_producer_dag",
+            "extract_a",
+            "extract_b",
+            "late_producer",
+            "deadline_watched",
+            "deadline_met",
+            "count_failer",
+            "partitioned_producer",
+        ):
             up.wait_for_dag(dag_id)
-        for dag_id in ("consumer_dag", "recovery_dag", "report_dag"):
+        for dag_id in ("consumer_dag", "recovery_dag", "report_dag", "partition_sink"):
             down.wait_for_dag(dag_id)
         yield Pair(up, down)
     finally:

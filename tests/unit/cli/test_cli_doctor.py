@@ -50,7 +50,7 @@ def test_all_checks_pass_exits_0(rsps: responses.RequestsMock, capsys: pytest.Ca
     rsps.get(f"{BASE}/api/v2/dags/etl", json={"dag_id": "etl", "is_paused": False})
     assert main(["doctor", "--asset", URI, "--dag", "etl"]) == 0
     out = capsys.readouterr().out
-    assert "all 6 checks passed" in out
+    assert "all 7 checks passed" in out
     assert "FAIL" not in out
     assert "v2 (Airflow 3.3.2)" in out
     assert f"asset {URI}" in out
@@ -67,7 +67,7 @@ def test_paused_dag_exits_1_and_says_paused(
     out = capsys.readouterr().out
     assert "FAIL  DAG etl" in out
     assert "paused" in out
-    assert "4 passed, 1 failed" in out
+    assert "5 passed, 1 failed" in out
 
 
 def test_missing_dag_exits_1(rsps: responses.RequestsMock, capsys: pytest.CaptureFixture) -> None:
@@ -143,7 +143,7 @@ def test_component_without_a_status_does_not_fail_the_health_check(
 ) -> None:
     register_v2_basics(rsps, health={**HEALTHY, "triggerer": {"status": None}})
     assert main(["doctor"]) == 0
-    assert "all 4 checks passed" in capsys.readouterr().out
+    assert "all 5 checks passed" in capsys.readouterr().out
 
 
 def test_doctor_against_airflow_2(rsps: responses.RequestsMock, capsys: pytest.CaptureFixture) -> None:

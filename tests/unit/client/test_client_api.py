@@ -310,6 +310,7 @@ def test_create_event_v2_posts_asset_id_and_extra(rsps: responses.RequestsMock) 
 
 
 def test_create_event_v2_sends_the_partition_key(rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{BASE}/api/v2/version", json={"version": "3.2.0"})
     register_resolve(rsps, asset_id=7)
     body = {"asset_id": 7, "extra": {}, "partition_key": "2024-06-01"}
     rsps.post(EVENTS_V2, json=event(100), match=json_body(body))
@@ -489,6 +490,7 @@ def test_429_on_every_post_gives_up_after_retries_plus_one(rsps: responses.Reque
 
 
 def test_422_on_post_is_rejected_and_not_retried(rsps: responses.RequestsMock) -> None:
+    rsps.get(f"{BASE}/api/v2/version", json={"version": "3.3.2"})
     register_resolve(rsps, asset_id=7)
     rsps.post(EVENTS_V2, status=422, json={"detail": [{"msg": "Extra inputs are not permitted"}]})
     with pytest.raises(RequestRejected, match="Extra inputs"):
@@ -509,10 +511,28 @@ def test_create_event_v1_posts_dataset_uri_and_extra(rsps: responses.RequestsMoc
     assert len(rsps.calls) == 1  # no lookup needed: v1 takes the uri
 
 
-def test_partition_key_to_v1_is_rejected_before_sending(rsps: responses.RequestsMock) -> None:
-    with pytest.raises(RequestRejected, match="no partition keys"):
-        client_for(api_version="v1").create_asset_event(URI, partition_key="p1")
-    assert len(rsps.calls) == 0
+def test_partition_key_to_v1_travels_in_the_extra(rsps: responses.RequestsMock) -> None:
+    """Airflow 2 has no partition keys (issue 14: older than 3.2 gets the key in the extra)."""
+    rsps.post(
+        EVENTS_V1,
+        json={"id": 1},
+        match=json_body({"dataset_uri": URI, "extra": {"k": "v", "xdeps_partition_key": "p1"}}),
+    )
+    client_for(api_version="v1").create_asset_event(URI, {"k": "v"}, partition_key="p1")
+
+
+def test_partition_key_to_airflow_3_1_travels_in_the_extra_and_the_version_is_asked_once(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.get(f"{BASE}/api/v2/version", json={"version": "3.1.7"})
+    register_resolve(rsps, asset_id=7)
+    body = {"asset_id": 7, "extra": {"xdeps_partition_key": "2026-11-30"}}
+    rsps.post(EVENTS_V2, json=event(100), match=json_body(body))
+    rsps.post(EVENTS_V2, json=event(101), match=json_body({"asset_id": 7, "extra": {}}))
+    client = client_for()
+    client.create_asset_event(URI, partition_key="2026-11-30")
+    client.create_asset_event(URI)  # no key: nothing added
+    assert sum(c.request.url.endswith("/api/v2/version") for c in rsps.calls) == 1
 
 
 def test_create_event_v1_for_an_unknown_dataset_is_not_found(rsps: responses.RequestsMock) -> None:

@@ -98,7 +98,7 @@ def test_unknown_fields_are_listed_sorted_with_the_known_ones() -> None:
     with pytest.raises(ConfigError) as info:
         parse_routes([{"targets": ["a"], "zeta": 1, "alpha": 2}])
     assert str(info.value) == (
-        "routes[0]: unknown field(s) alpha, zeta; known: forward_received, match, name, targets, uri."
+        "routes[0]: unknown field(s) alpha, zeta; known: forward_received, match, name, partition_key, targets, uri."
     )
 
 

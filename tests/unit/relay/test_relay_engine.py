@@ -497,7 +497,9 @@ def test_explain_one_to_many_lists_every_action(engine: RelayEngine) -> None:
 def test_explain_a_many_to_one_rule_still_waiting(engine: RelayEngine) -> None:
     lines = explain_without_writing(engine, A(), at(0))
     assert lines == [
-        "rule all-extracts: matches condition(s) 1 of 2; still waiting for 2 (window 3600s): nothing yet"
+        "rule all-extracts: matches condition(s) 1 of 2; still waiting for 2 (window 3600s): nothing yet",
+        "  condition 1 (dag_run.success extract_a): 1 of 1 in the window, satisfied",
+        "  condition 2 (dag_run.success extract_b): 0 of 1 in the window, 1 more needed",
     ]
 
 
@@ -509,6 +511,8 @@ def test_explain_a_many_to_one_rule_that_would_fire_shows_the_real_run_id(
     run_id = dag_run_id("all-extracts", ["A", "B"])
     assert lines == [
         "rule all-extracts: matches condition(s) 2 of 2; the others are recorded: it would fire",
+        "  condition 1 (dag_run.success extract_a): 1 of 1 in the window, satisfied",
+        "  condition 2 (dag_run.success extract_b): 1 of 1 in the window, satisfied",
         f"  -> trigger build_report on downstream as run {run_id}",
     ]
     engine.ingest(B(), now=at(1))
