@@ -303,5 +303,13 @@ class AsyncDeploymentClient:
                 break
         return out
 
+    async def recent_asset_events(self, uri: str, *, limit: int = _PAGE) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of ``uri``, newest first."""
+        asset = await self.resolve_asset(uri)
+        api = await self.api_version()
+        path, params = common.asset_events_query(api, asset.id, since=None, limit=limit, newest_first=True)
+        body = (await self.transport.request("GET", path, params=params)).json()
+        return body.get("asset_events" if api == "v2" else "dataset_events", [])
+
     async def aclose(self) -> None:
         await self.transport.aclose()

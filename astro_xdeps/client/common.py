@@ -95,13 +95,16 @@ def clear_dag_run_path(api: str, dag_id: str, run_id: str) -> str:
     return f"{dag_run_path(api, dag_id, run_id)}/clear"
 
 
-def asset_events_query(api: str, asset_id: int, *, since: str | None, limit: int, offset: int = 0):
+def asset_events_query(
+    api: str, asset_id: int, *, since: str | None, limit: int, offset: int = 0, newest_first: bool = False
+) -> tuple[str, dict[str, Any]]:
     """Path and params for one asset's events at or after ``since`` (an ISO time), oldest first."""
+    order = "-timestamp" if newest_first else "timestamp"
     if api == "v2":
-        params: dict[str, Any] = {"asset_id": asset_id, "order_by": "timestamp", "limit": limit}
+        params: dict[str, Any] = {"asset_id": asset_id, "order_by": order, "limit": limit}
         path = "/api/v2/assets/events"
     else:
-        params = {"dataset_id": asset_id, "order_by": "timestamp", "limit": limit}
+        params = {"dataset_id": asset_id, "order_by": order, "limit": limit}
         path = "/api/v1/datasets/events"
     if offset:
         params["offset"] = offset

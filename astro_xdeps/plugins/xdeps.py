@@ -7,6 +7,7 @@ import logging
 from airflow.plugins_manager import AirflowPlugin
 
 from astro_xdeps.listeners.assets import asset_listener
+from astro_xdeps.listeners.pull import pull_listener
 from astro_xdeps.listeners.states import state_listener
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _relay_apps() -> list[dict]:
 
 class XdepsPlugin(AirflowPlugin):
     name = "astro_xdeps"
-    listeners = [asset_listener, state_listener]
+    listeners = [asset_listener, state_listener, pull_listener]
     fastapi_apps = _relay_apps()
 
     @classmethod
