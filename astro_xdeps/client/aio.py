@@ -8,7 +8,9 @@ come from :mod:`astro_xdeps.client.common`. Only sending differs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -42,8 +44,10 @@ class AsyncTransport:
         transport: httpx.AsyncBaseTransport | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
+        self._sleep = sleep or asyncio.sleep
         t = config.timeouts
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(t.read, connect=t.connect),
@@ -171,6 +175,7 @@ class AsyncTransport:
             wait=_wait_with_retry_after(self._backoff),
             retry=retry_if_exception(_is_retryable(mode)),
             before_sleep=self._log_retry,
+            sleep=self._sleep,
             reraise=True,
         )
 

@@ -18,7 +18,12 @@ from typing import Any
 from astro_xdeps.client.common import ui_run_url
 from astro_xdeps.exceptions import ConfigError, DeploymentError, NotFoundError, TransientError
 from astro_xdeps.sensors.deployment import check_sync
-from astro_xdeps.triggers.deployment import DEFAULT_CONN_ID, DeploymentDagRunTrigger, validate_states
+from astro_xdeps.triggers.deployment import (
+    DEFAULT_CONN_ID,
+    DeploymentDagRunTrigger,
+    state_list,
+    validate_states,
+)
 from astro_xdeps.version_compat import AirflowException, BaseOperator, BaseOperatorLink, XCom
 
 XCOM_RUN_ID = "trigger_run_id"
@@ -100,8 +105,8 @@ class TriggerDeploymentDagRunOperator(BaseOperator):
             raise ConfigError(f"{who}: poke_interval must be a positive number of seconds.")
         if not isinstance(missing_dag_timeout, (int, float)) or missing_dag_timeout < 0:
             raise ConfigError(f"{who}: missing_dag_timeout must be zero or more seconds.")
-        allowed = list(allowed_states) if allowed_states is not None else ["success"]
-        failed = list(failed_states) if failed_states is not None else ["failed"]
+        allowed = state_list(allowed_states, ["success"], "allowed_states", who)
+        failed = state_list(failed_states, ["failed"], "failed_states", who)
         validate_states(allowed, failed, task_level=False, who=who)
         self.trigger_dag_id = trigger_dag_id
         self.xdeps_conn_id = xdeps_conn_id

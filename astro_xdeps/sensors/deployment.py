@@ -20,11 +20,12 @@ from astro_xdeps.triggers.deployment import (
     DeploymentDagRunTrigger,
     describe,
     judge,
+    state_list,
     validate_states,
 )
 from astro_xdeps.version_compat import AirflowException, BaseSensorOperator
 
-TASK_FAILED_STATES = ("failed", "upstream_failed")
+TASK_FAILED_STATES = ["failed", "upstream_failed"]
 
 
 def find_run_sync(client: DeploymentClient, dag_id: str, selector: dict[str, Any]) -> dict[str, Any] | None:
@@ -176,11 +177,9 @@ class DeploymentDagRunSensor(BaseSensorOperator):
         if map_index is not None and not external_task_id:
             raise ConfigError(f"{who}: map_index needs external_task_id (the mapped task).")
         task_level = bool(external_task_id)
-        allowed = list(allowed_states) if allowed_states is not None else ["success"]
-        failed = (
-            list(failed_states)
-            if failed_states is not None
-            else list(TASK_FAILED_STATES if task_level else ("failed",))
+        allowed = state_list(allowed_states, ["success"], "allowed_states", who)
+        failed = state_list(
+            failed_states, TASK_FAILED_STATES if task_level else ["failed"], "failed_states", who
         )
         validate_states(allowed, failed, task_level=task_level, who=who)
         if not isinstance(missing_dag_timeout, (int, float)) or missing_dag_timeout < 0:

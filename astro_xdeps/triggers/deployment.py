@@ -75,6 +75,15 @@ def validate_states(allowed: Sequence[str], failed: Sequence[str], *, task_level
         raise ConfigError(f"{who}: state(s) {both} are both allowed and failed; pick one.")
 
 
+def state_list(value: Sequence[str] | None, default: Sequence[str], name: str, who: str) -> list[str]:
+    """A states argument as a list; a bare string (``"success"``) is a mistake worth naming."""
+    if value is None:
+        return list(default)
+    if isinstance(value, str):
+        raise ConfigError(f"{who}: {name} must be a list of states, not a string (write [{value!r}]).")
+    return list(value)
+
+
 def resolve_config(conn_id: str) -> DeploymentConfig:
     """The connection (or ``DEPLOYMENT_URL``/``API_TOKEN``) as a config; sync, call via a thread."""
     from astro_xdeps.hooks.deployment import DeploymentHook
@@ -118,6 +127,7 @@ class DeploymentDagRunTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.missing_dag_timeout = float(missing_dag_timeout)
         self.polls = 0  # requests rounds made; for tests and logs
+        self._last_state: str | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -149,6 +159,13 @@ class DeploymentDagRunTrigger(BaseTrigger):
             return
         client = self._client(config)
         missing_since: float | None = None
+        log.info(
+            "Waiting on DAG %s in %s (%s) every %.0fs",
+            self.dag_id,
+            config.name,
+            self.run_id or self.logical_date or f"newest run after {self.run_after_gte}",
+            self.poll_interval,
+        )
         try:
             while True:
                 self.polls += 1
@@ -196,6 +213,14 @@ class DeploymentDagRunTrigger(BaseTrigger):
                 state = ti.get("state")
             except NotFoundError:
                 state = None  # the task instance is not created yet (or not expanded yet)
+        if state != self._last_state:
+            log.info(
+                "%s in %s is %s",
+                describe(self.dag_id, run_id, self.task_id, self.map_index),
+                client.name,
+                state,
+            )
+            self._last_state = state
         verdict = judge(state, self.allowed_states, self.failed_states)
         if verdict is None:
             return None

@@ -65,6 +65,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     up.extra_env.update(
         fast_retries,
         AIRFLOW_CONN_XDEPS_DEFAULT=down.connection_json(),
+        # Forward file:// assets only (every asset the push tests use), so s3://upstream-only/*
+        # reaches downstream only by pulling (tests/integration/test_pull_*.py).
+        AIRFLOW__ASTRO_XDEPS__ROUTES='[{"name": "default", "match": {"uri": "file://*"}, "targets": ["xdeps_default"]}]',
         AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="upstream",
         AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG=str(Path(__file__).with_name("relay.yaml")),
         XDEPS_RELAY_SECRET=RELAY_SECRET,
