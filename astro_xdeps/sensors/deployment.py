@@ -227,7 +227,7 @@ class DeploymentDagRunSensor(BaseSensorOperator):
         trigger = DeploymentDagRunTrigger(
             dag_id=self.external_dag_id,
             xdeps_conn_id=self.xdeps_conn_id,
-            task_id=self.external_task_id,
+            external_task_id=self.external_task_id,
             map_index=self.map_index,
             allowed_states=self.allowed_states,
             failed_states=self.failed_states,

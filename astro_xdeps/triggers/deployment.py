@@ -95,7 +95,8 @@ class DeploymentDagRunTrigger(BaseTrigger):
     """Poll a remote DAG run (or task instance) until it is in ``allowed_states`` or ``failed_states``.
 
     Which run: ``run_id``; else the run at ``logical_date`` (ISO); else the newest run whose
-    ``run_after`` is at or after ``run_after_gte`` (ISO). Fires one event:
+    ``run_after`` is at or after ``run_after_gte`` (ISO). With ``external_task_id``, the state
+    of that task instance (``map_index`` for a mapped one) counts. Fires one event:
     ``{"status": "success"|"failed"|"error", "message", "run_id", "state", "url"}``.
     """
 
@@ -107,7 +108,7 @@ class DeploymentDagRunTrigger(BaseTrigger):
         run_id: str | None = None,
         logical_date: str | None = None,
         run_after_gte: str | None = None,
-        task_id: str | None = None,
+        external_task_id: str | None = None,
         map_index: int | None = None,
         allowed_states: Sequence[str] = ("success",),
         failed_states: Sequence[str] = ("failed",),
@@ -120,7 +121,8 @@ class DeploymentDagRunTrigger(BaseTrigger):
         self.run_id = run_id
         self.logical_date = logical_date
         self.run_after_gte = run_after_gte
-        self.task_id = task_id
+        # Not ``task_id``: BaseTrigger sets that to the deferring task's own id in the triggerer.
+        self.external_task_id = external_task_id
         self.map_index = map_index
         self.allowed_states = list(allowed_states)
         self.failed_states = list(failed_states)
@@ -138,7 +140,7 @@ class DeploymentDagRunTrigger(BaseTrigger):
                 "run_id": self.run_id,
                 "logical_date": self.logical_date,
                 "run_after_gte": self.run_after_gte,
-                "task_id": self.task_id,
+                "external_task_id": self.external_task_id,
                 "map_index": self.map_index,
                 "allowed_states": self.allowed_states,
                 "failed_states": self.failed_states,
@@ -207,16 +209,18 @@ class DeploymentDagRunTrigger(BaseTrigger):
             return None
         run_id = run["dag_run_id"]
         state = run.get("state")
-        if self.task_id:
+        if self.external_task_id:
             try:
-                ti = await client.get_task_instance(self.dag_id, run_id, self.task_id, self.map_index)
+                ti = await client.get_task_instance(
+                    self.dag_id, run_id, self.external_task_id, self.map_index
+                )
                 state = ti.get("state")
             except NotFoundError:
                 state = None  # the task instance is not created yet (or not expanded yet)
         if state != self._last_state:
             log.info(
                 "%s in %s is %s",
-                describe(self.dag_id, run_id, self.task_id, self.map_index),
+                describe(self.dag_id, run_id, self.external_task_id, self.map_index),
                 client.name,
                 state,
             )
@@ -225,7 +229,7 @@ class DeploymentDagRunTrigger(BaseTrigger):
         if verdict is None:
             return None
         url = ui_run_url(client.config.base_url, await client.api_version(), self.dag_id, run_id)
-        what = describe(self.dag_id, run_id, self.task_id, self.map_index)
+        what = describe(self.dag_id, run_id, self.external_task_id, self.map_index)
         return {
             "status": verdict,
             "state": state,

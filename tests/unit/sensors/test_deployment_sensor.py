@@ -109,7 +109,7 @@ def test_deferrable_execute_defers_to_the_trigger_with_the_resolved_run() -> Non
         "run_id": None,
         "logical_date": WHEN.isoformat(),
         "run_after_gte": None,
-        "task_id": "t",
+        "external_task_id": "t",
         "map_index": 1,
         "allowed_states": ["success"],
         "failed_states": ["failed", "upstream_failed"],

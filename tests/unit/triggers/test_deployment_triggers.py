@@ -55,7 +55,7 @@ def dagrun_trigger(**kw: Any) -> DeploymentDagRunTrigger:
 
 
 def test_serialize_round_trips() -> None:
-    trigger = dagrun_trigger(task_id="t", map_index=2, allowed_states=["success", "skipped"])
+    trigger = dagrun_trigger(external_task_id="t", map_index=2, allowed_states=["success", "skipped"])
     classpath, kwargs = trigger.serialize()
     assert classpath == "astro_xdeps.triggers.deployment.DeploymentDagRunTrigger"
     assert DeploymentDagRunTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -157,7 +157,7 @@ def test_task_level_wait_reads_the_mapped_task_instance() -> None:
         resp(200, {"state": "upstream_failed"}),
     )
     trigger = wire(
-        dagrun_trigger(task_id="t", map_index=4, failed_states=["failed", "upstream_failed"]), server
+        dagrun_trigger(external_task_id="t", map_index=4, failed_states=["failed", "upstream_failed"]), server
     )
     event = asyncio.run(first_event(trigger))
     assert event["status"] == "failed" and "task t[4] of DAG run d/r" in event["message"]
@@ -335,3 +335,13 @@ def test_watcher_serialize_round_trips() -> None:
     )
     classpath, kwargs = t.serialize()
     assert DeploymentAssetEventTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_the_deferring_tasks_own_task_id_does_not_turn_a_run_wait_into_a_task_wait() -> None:
+    # In the triggerer, BaseTrigger sets trigger.task_id to the *deferring* task's id.
+    server = Server()
+    server.add("GET", "/api/v2/dags/d/dagRuns/r", resp(200, {"dag_run_id": "r", "state": "success"}))
+    trigger = wire(dagrun_trigger(), server)
+    trigger.task_id = "wait_upstream"
+    assert asyncio.run(first_event(trigger))["status"] == "success"
+    assert [c.url.path for c in server.calls] == ["/api/v2/dags/d/dagRuns/r"]
