@@ -89,9 +89,11 @@ def test_sensor_fails_fast_with_the_remote_runs_url(pulled):
     up.trigger("pull_target", run_id=up_run, conf={"fail": True})
     assert up.wait_for_run("pull_target", up_run, timeout=180)["state"] == "failed"
     failed_at = time.monotonic()
-    result, _ = wait_ti_state(down, "pull_sensor_dag", down_run, "wait_upstream", {"success", "failed"})
+    result, _ = wait_ti_state(
+        down, "pull_sensor_dag", down_run, "wait_upstream", {"success", "up_for_retry", "failed"}
+    )
     # Fast: within a few polls (2 s), far from the sensor's 600 s timeout.
-    assert result["state"] == "failed"
+    assert result["state"] in ("up_for_retry", "failed")
     assert time.monotonic() - failed_at < 90
     url = f"{up.url}/dags/pull_target/runs/{up_run}"
     assert url in task_log(down, "pull_sensor_dag", down_run, "wait_upstream")
@@ -131,7 +133,7 @@ def test_operator_triggers_once_across_a_retry_waits_deferred_and_links_the_remo
         time.sleep(0.5)
     final = ti(down, "pull_trigger_dag", down_run, "run_upstream")
     assert final["state"] == "success", seen
-    assert final["try_number"] == 2, "the first try must have failed and been retried"
+    assert final["try_number"] >= 2, "the first try must have failed and been retried"
     assert "deferred" in seen
 
     xcom = down.api(

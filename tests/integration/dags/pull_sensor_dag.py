@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import dag
 
@@ -17,6 +19,10 @@ def pull_sensor_dag():
         external_run_id="{{ dag_run.conf['upstream_run_id'] }}",
         poke_interval=2,
         timeout=600,
+        # The shared test machine sometimes fails a task before it starts (execution API
+        # timeouts under load); a retry re-defers, it never changes what the sensor decides.
+        retries=2,
+        retry_delay=timedelta(seconds=2),
     )
 
 

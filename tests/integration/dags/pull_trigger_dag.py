@@ -34,7 +34,7 @@ def pull_trigger_dag():
         note="from pull_trigger_dag {{ run_id }}",
         wait_for_completion=True,
         poke_interval=2,
-        retries=1,
+        retries=3,  # 1 for the simulated crash, the rest for a loaded test machine
         retry_delay=timedelta(seconds=1),
     )
 
