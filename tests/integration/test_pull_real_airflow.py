@@ -153,7 +153,7 @@ def test_operator_triggers_once_across_a_retry_waits_deferred_and_links_the_remo
     links = down.api(
         "GET", f"/dags/pull_trigger_dag/dagRuns/{down_run}/taskInstances/run_upstream/links"
     ).json()
-    assert links["Remote DAG run"] == f"{up.url}/dags/pull_target/runs/{remote_run_id}"
+    assert links["extra_links"]["Remote DAG run"] == f"{up.url}/dags/pull_target/runs/{remote_run_id}"
 
 
 def _pulled_events(down: LocalDeployment) -> list[dict]:
@@ -173,7 +173,7 @@ def _wait_count(what, count: int, timeout: float = 180) -> list:
 def _watermark(down: LocalDeployment) -> dict | None:
     assets = down.api("GET", "/assets", params={"uri_pattern": PULLED_HERE}).json()["assets"]
     asset_id = next(a["id"] for a in assets if a["uri"] == PULLED_HERE)
-    entries = down.api("GET", f"/assets/{asset_id}/state-store").json().get("entries", [])
+    entries = down.api("GET", f"/assets/{asset_id}/state-store").json()["asset_state_store"]
     return next((e["value"] for e in entries if e["key"].startswith("astro_xdeps.pull:")), None)
 
 
