@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from tenacity import (
@@ -271,8 +272,6 @@ class AsyncDeploymentClient:
                 if not items or offset >= page.get("total_entries", 0):
                     break
         else:
-            from urllib.parse import quote
-
             r = await self.transport.request(
                 "GET", f"/api/v1/datasets/{quote(uri, safe='')}", passthrough=(404,)
             )
