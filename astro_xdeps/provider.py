@@ -6,6 +6,8 @@ from typing import Any
 
 from astro_xdeps import __version__
 
+INTEGRATION = "Airflow Deployment (astro-xdeps)"
+
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": [],
     "relabeling": {
@@ -59,6 +61,15 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
+        "integrations": [{"integration-name": INTEGRATION, "tags": ["software"]}],
+        "operators": [
+            {"integration-name": INTEGRATION, "python-modules": ["astro_xdeps.operators.deployment"]}
+        ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["astro_xdeps.sensors.deployment"]}],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["astro_xdeps.triggers.deployment"]}
+        ],
+        "extra-links": ["astro_xdeps.operators.deployment.DeploymentDagRunLink"],
         "config": _config(),
         "plugins": [{"name": "astro_xdeps", "plugin-class": "astro_xdeps.plugins.xdeps.XdepsPlugin"}],
     }

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
+from astro_xdeps.client import common
 from astro_xdeps.client.config import DeploymentConfig
 from astro_xdeps.client.http import Transport
 from astro_xdeps.exceptions import DeploymentError, NotFoundError, RequestRejected, TransientError
@@ -316,6 +317,23 @@ class DeploymentClient:
     def get_dag_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
         path = f"{self._api}/dags/{quote(dag_id, safe='')}/dagRuns/{quote(dag_run_id, safe='')}"
         return self.transport.request("GET", path).json()
+
+    # -- added for the pull side (sensor, operator); paths come from client.common -------------
+    def find_dag_runs(self, dag_id: str, **query: Any) -> list[dict[str, Any]]:
+        """Runs of ``dag_id`` matching :func:`common.dag_runs_query` (``logical_date``, ``run_after_gte``)."""
+        path, params = common.dag_runs_query(self.api_version, dag_id, **query)
+        return self.transport.request("GET", path, params=params).json()["dag_runs"]
+
+    def get_task_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+    ) -> dict[str, Any]:
+        path = common.task_instance_path(self.api_version, dag_id, run_id, task_id, map_index)
+        return self.transport.request("GET", path).json()
+
+    def clear_dag_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
+        """Clear a run so it runs again (what ``reset_dag_run`` does in Airflow's own operator)."""
+        path = common.clear_dag_run_path(self.api_version, dag_id, dag_run_id)
+        return self.transport.request("POST", path, json={"dry_run": False}).json()
 
     def trigger_dag_run(
         self,

@@ -82,7 +82,7 @@ class Demo:
         self.say("preparing two Airflow 3 deployments (SQLite, LocalExecutor) on 127.0.0.1")
         for d in (self.up, self.down):
             d.prepare()
-        self.say("starting api-server, scheduler and dag-processor of each (~30 s)")
+        self.say("starting api-server, scheduler, dag-processor and triggerer of each (~30 s)")
         for d in (self.up, self.down):
             for component in COMPONENTS:
                 d.start_component(component)

@@ -37,13 +37,21 @@ class SourceEvent:
     partition_key: str | None = None
 
     @property
+    def provenance(self) -> Any:
+        """Our provenance: in ``extra`` (pushed), or in a watcher event's ``extra["payload"]`` (pulled)."""
+        if PROVENANCE_KEY in self.extra:
+            return self.extra[PROVENANCE_KEY]
+        payload = self.extra.get("payload") if self.extra.get("from_trigger") else None
+        return payload.get(PROVENANCE_KEY) if isinstance(payload, dict) else None
+
+    @property
     def received(self) -> bool:
-        """True when the event came in over the REST API (from us or anyone else)."""
-        return bool(self.extra.get("from_rest_api")) or PROVENANCE_KEY in self.extra
+        """True when the event came from another deployment: over the REST API, or pulled."""
+        return bool(self.extra.get("from_rest_api")) or self.provenance is not None
 
     @property
     def hops(self) -> int:
-        prov = self.extra.get(PROVENANCE_KEY)
+        prov = self.provenance
         return int(prov.get("hops", 0)) if isinstance(prov, dict) else 0
 
 

@@ -7,6 +7,7 @@ import logging
 from airflow.plugins_manager import AirflowPlugin
 
 from astro_xdeps.listeners.assets import asset_listener
+from astro_xdeps.listeners.pull import pull_listener
 from astro_xdeps.listeners.states import state_listener
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ _page_apps, _page_views = _page()
 
 class XdepsPlugin(AirflowPlugin):
     name = "astro_xdeps"
-    listeners = [asset_listener, state_listener]
+    listeners = [asset_listener, state_listener, pull_listener]
     fastapi_apps = _relay_apps() + _page_apps
     external_views = _page_views
 

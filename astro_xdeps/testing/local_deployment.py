@@ -1,4 +1,4 @@
-"""A real Airflow 3 deployment on loopback: api-server, scheduler, dag-processor, SQLite.
+"""A real Airflow 3 deployment on loopback: api-server, scheduler, dag-processor, triggerer, SQLite.
 
 Used by the integration tests (one pair per session) and by the demo. Every component runs
 in its own process session and is stopped by process group, so nothing outlives ``stop()``.
@@ -22,7 +22,10 @@ from pathlib import Path
 
 import requests
 
-COMPONENTS = ("api-server", "scheduler", "dag-processor")
+# The triggerer runs deferred tasks and asset watchers (the pull side); its log server port is
+# set per deployment (trigger_log_server_port) but not served: logs are read from files here.
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+_NO_LOG_SERVER = ("scheduler", "triggerer")
 USERNAME = "admin"
 
 
@@ -137,7 +140,7 @@ class LocalDeployment:
     def start_component(self, component: str) -> None:
         if component in self.procs and self.procs[component].poll() is None:
             return
-        args = [component] + (["--skip-serve-logs"] if component == "scheduler" else [])
+        args = [component] + (["--skip-serve-logs"] if component in _NO_LOG_SERVER else [])
         log = open(self.home / "logs" / f"{component}.out", "ab")  # noqa: SIM115 - owned by the child
         self.procs[component] = subprocess.Popen(
             [self._airflow_bin(), *args],

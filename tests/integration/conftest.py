@@ -30,8 +30,9 @@ RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!")
 DEADLINE_AFTER = timedelta(minutes=6)
 DEADLINE_WINDOW = timedelta(minutes=3)
 DEADLINE_GRACE_SECONDS = 5
-# Upstream's routes: the partition test's asset goes with a mapped partition key, the rest as
-# before (one route to xdeps_default, named "default").
+# Upstream's routes: the partition test's asset goes with a mapped partition key; the other
+# file:// assets (every asset the push tests use) as they are. s3://upstream-only/* is not
+# forwarded, so it reaches downstream only by pulling (tests/integration/test_pull_*.py).
 UPSTREAM_ROUTES = json.dumps(
     [
         {
@@ -40,7 +41,7 @@ UPSTREAM_ROUTES = json.dumps(
             "targets": ["xdeps_default"],
             "partition_key": "eu-{partition_key}",
         },
-        {"name": "default", "targets": ["xdeps_default"]},
+        {"name": "default", "match": {"uri": "file://*"}, "targets": ["xdeps_default"]},
     ]
 )
 # Set by the pair fixture: the deadline instant (UTC) of this session's deadline rules.

@@ -1,0 +1,1 @@
+"""Operators of astro-xdeps (Airflow provider layout)."""

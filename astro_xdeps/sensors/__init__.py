@@ -1,0 +1,1 @@
+"""Sensors of astro-xdeps (Airflow provider layout)."""

@@ -1,0 +1,1 @@
+"""Triggers of astro-xdeps (Airflow provider layout)."""
