@@ -36,6 +36,10 @@ _outbox: Outbox | None = None
 _worker: DeliveryWorker | None = None
 _plan: ForwardingPlan | None = None
 _relay: RelayEngine | None = None
+# Set once this process is known to run a task; kept across fork (a task's children are tasks too).
+_in_task = False
+# The lifecycle marker each Airflow version passes to on_starting in a task process.
+_TASK_MARKERS = frozenset({"TaskCommandMarker", "TaskRunnerMarker"})
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,17 @@ def get_worker() -> DeliveryWorker:
 
 
 def ensure_worker() -> DeliveryWorker | None:
-    """Start this process's delivery thread unless configured off; wake it either way."""
+    """Start this process's delivery thread unless configured off; wake it either way.
+
+    Not in a task process: it exits (``os._exit``) right after the task, and a thread killed
+    mid-send leaves its items leased for minutes. There the write is the whole job; the
+    scheduler's worker (or ``astro-xdeps outbox drain --follow``) finds the items within its
+    poll interval. This is how Airflow 2's ``on_dataset_changed`` (a task-process hook) forwards.
+    """
     if not settings.get_bool("delivery_worker"):
+        return None
+    if _in_task:
+        log.debug("astro-xdeps: in a task process; the scheduler's delivery worker sends what was enqueued")
         return None
     worker = get_worker()
     if not worker.running:
@@ -173,9 +186,25 @@ def process_role() -> str | None:
     return None
 
 
-def start_worker_for_component() -> None:
+def note_component(component: object) -> None:
+    """Remember a task process from the marker its ``on_starting`` hook gets.
+
+    The command line cannot tell: LocalExecutor forks task processes from the scheduler, so
+    they keep its ``airflow scheduler`` arguments.
+    """
+    global _in_task
+    if type(component).__name__ in _TASK_MARKERS:
+        _in_task = True
+
+
+def in_task_process() -> bool:
+    return _in_task
+
+
+def start_worker_for_component(component: object = None) -> None:
     """In an api-server or scheduler with forwarding or a relay configured: deliver leftovers now."""
-    if process_role() is None:
+    note_component(component)
+    if _in_task or process_role() is None:
         return
     try:
         if settings.get("relay_config") or forwarding_plan().enabled:
@@ -186,8 +215,9 @@ def start_worker_for_component() -> None:
 
 def reset() -> None:
     """Stop the worker and forget all per-process state."""
-    global _outbox, _worker, _plan, _pid, _relay
+    global _outbox, _worker, _plan, _pid, _relay, _in_task
     with _lock:
+        _in_task = False
         if _worker is not None and _pid == os.getpid():
             _worker.stop(timeout=5)
         if _outbox is not None and _pid == os.getpid():

@@ -107,9 +107,10 @@ class AssetForwardingListener:
     def on_starting(self, component: Any) -> None:
         """Deliver what an earlier process left in the outbox: the scheduler starts a worker.
 
-        Task processes fire this hook too; they are short-lived and get no worker from it.
+        Task processes fire this hook too (with a marker component); they are short-lived and
+        get no worker, even when forked from the scheduler by LocalExecutor.
         """
-        runtime.start_worker_for_component()
+        runtime.start_worker_for_component(component)
 
 
 asset_listener = AssetForwardingListener()

@@ -33,9 +33,17 @@ __all__ = [
 
 
 def create_engine(url: Any, **kwargs: Any) -> sa.engine.Engine:
-    """``sa.create_engine`` with 2.0 semantics (``future=True``) on 1.4 as well."""
+    """``sa.create_engine`` with 2.0 semantics on 1.4 as well.
+
+    That is ``future=True`` and, for an SQLite file, 2.0's pool: a thread-safe ``QueuePool``
+    (1.4 defaults to ``NullPool``, a new connection and its PRAGMAs per transaction).
+    """
     if not SQLALCHEMY_2:
         kwargs.setdefault("future", True)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            kwargs.setdefault("poolclass", sa.pool.QueuePool)
+            kwargs["connect_args"] = {"check_same_thread": False, **kwargs.get("connect_args", {})}
     return sa.create_engine(url, **kwargs)
 
 

@@ -9,10 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow._shared.listeners.listener import ListenerManager
-from airflow._shared.listeners.spec import lifecycle
-from airflow.listeners.spec import asset as asset_spec
-from airflow.listeners.types import AssetEvent
 
 from astro_xdeps import runtime
 from astro_xdeps.forwarding.payload import SourceEvent
@@ -26,7 +22,12 @@ from astro_xdeps.listeners.assets import (
     source_event_from_asset_event,
 )
 from astro_xdeps.outbox.models import ASSET_EVENT, NewItem
-from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
+from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
+from tests.unit.airflow_listeners import airflow_listener_manager
+
+needs_3_2 = pytest.mark.skipif(
+    not AIRFLOW_V_3_2_PLUS, reason="on_asset_event_emitted and its AssetEvent are Airflow 3.2+"
+)
 
 
 def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> runtime.ForwardingPlan:
@@ -41,6 +42,8 @@ def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> runtim
 
 def asset_event(uri: str = "s3://sales/orders", *, extra: dict | None = None, name: str | None = "orders"):
     """Airflow 3.2+'s listener AssetEvent (the real class) around a stand-in asset."""
+    from airflow.listeners.types import AssetEvent
+
     return AssetEvent(
         asset=SimpleNamespace(uri=uri, name=name, group="asset", extra={}),
         extra={"rows": 3} if extra is None else extra,
@@ -56,6 +59,7 @@ def asset_event(uri: str = "s3://sales/orders", *, extra: dict | None = None, na
 # -- adapting Airflow's AssetEvent ---------------------------------------------------------------
 
 
+@needs_3_2
 def test_source_event_from_asset_event() -> None:
     event = source_event_from_asset_event(asset_event())
     assert event == SourceEvent(
@@ -70,6 +74,7 @@ def test_source_event_from_asset_event() -> None:
     )
 
 
+@needs_3_2
 def test_source_event_copies_extra_and_tolerates_none() -> None:
     raw = asset_event(extra={"k": "v"})
     event = source_event_from_asset_event(raw)
@@ -283,6 +288,7 @@ def test_forward_never_raises_when_the_worker_cannot_start(
 # -- hook methods --------------------------------------------------------------------------------
 
 
+@needs_3_2
 @pytest.mark.usefixtures("forwarding")
 def test_on_asset_event_emitted_enqueues_with_full_provenance() -> None:
     AssetForwardingListener().on_asset_event_emitted(asset_event())
@@ -313,9 +319,9 @@ def test_on_asset_event_emitted_never_raises_on_an_unexpected_object(
     assert "could not read an asset event" in caplog.text
 
 
+@needs_3_2
 @pytest.mark.usefixtures("forwarding")
 def test_on_asset_changed_does_nothing_on_airflow_3_2_plus() -> None:
-    assert AIRFLOW_V_3_2_PLUS, "these tests expect Airflow 3.2+ to be installed"
     AssetForwardingListener().on_asset_changed(SimpleNamespace(uri="s3://x", name="x"))
     assert stored() == []
 
@@ -340,16 +346,29 @@ def test_on_dataset_changed_forwards_with_the_dataset_extra() -> None:
     assert stored()[1].payload["extra"]["xdeps"]["source"]["extra"] == {}
 
 
+@needs_3_2
 @pytest.mark.usefixtures("forwarding")
 def test_hooks_through_airflows_own_listener_manager() -> None:
     """Registering with Airflow's pluggy specs checks our hook and argument names."""
-    manager = ListenerManager()
-    manager.add_hookspecs(lifecycle)
-    manager.add_hookspecs(asset_spec)
+    manager = airflow_listener_manager()
     manager.add_listener(asset_listener)
     manager.hook.on_asset_event_emitted(asset_event=asset_event("s3://via/pluggy"))
     manager.hook.on_asset_changed(asset=SimpleNamespace(uri="s3://via/pluggy", name="n"))
     assert [i.payload["uri"] for i in stored()] == ["s3://via/pluggy"]  # once, not twice
+
+
+@pytest.mark.skipif(AIRFLOW_V_3_0_PLUS, reason="on_dataset_changed is the Airflow 2.x hook")
+@pytest.mark.usefixtures("forwarding")
+def test_on_dataset_changed_through_airflow_2s_listener_manager() -> None:
+    """Airflow 2's own specs accept our hooks, and its dataset hook forwards the dataset."""
+    from airflow.datasets import Dataset
+
+    manager = airflow_listener_manager()
+    manager.add_listener(asset_listener)
+    manager.hook.on_dataset_changed(dataset=Dataset("s3://via/pluggy-2", extra={"team": "x"}))
+    [item] = stored()
+    assert item.payload["uri"] == "s3://via/pluggy-2"
+    assert item.payload["extra"]["team"] == "x"
 
 
 # -- on_starting ---------------------------------------------------------------------------------
