@@ -20,6 +20,7 @@ from astro_xdeps.listeners.assets import (
     forward,
     plan_items,
     source_event_from_asset_event,
+    source_event_from_dataset,
 )
 from astro_xdeps.outbox.models import ASSET_EVENT, NewItem
 from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
@@ -336,14 +337,77 @@ def test_on_asset_changed_forwards_before_3_2(monkeypatch: pytest.MonkeyPatch) -
     assert item.payload["extra"]["xdeps"]["source"]["dag_id"] is None
 
 
-@pytest.mark.usefixtures("forwarding")
-def test_on_dataset_changed_forwards_with_the_dataset_extra() -> None:
+TASK_CONTEXT = {
+    "AIRFLOW_CTX_DAG_ID": "legacy_producer",
+    "AIRFLOW_CTX_TASK_ID": "write",
+    "AIRFLOW_CTX_DAG_RUN_ID": "manual__2024-06-01",
+}
+
+
+@pytest.fixture
+def in_a_task(forwarding: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The variables Airflow 2 sets in a task's process before its outlets fire on_dataset_changed."""
+    for key, value in TASK_CONTEXT.items():
+        forwarding.setenv(key, value)
+    return forwarding
+
+
+@pytest.mark.usefixtures("in_a_task")
+def test_on_dataset_changed_forwards_with_the_dataset_extra_and_the_task_as_source() -> None:
     AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={"team": "x"}))
     [item] = stored()
     assert item.payload["uri"] == "s3://legacy"
     assert item.payload["extra"]["team"] == "x"
+    source = item.payload["extra"]["xdeps"]["source"]
+    assert (source["dag_id"], source["task_id"], source["run_id"]) == (
+        "legacy_producer",
+        "write",
+        "manual__2024-06-01",
+    )
     AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://no-extra"))
     assert stored()[1].payload["extra"]["xdeps"]["source"]["extra"] == {}
+
+
+@pytest.mark.usefixtures("forwarding")
+def test_on_dataset_changed_outside_a_task_is_a_received_event_and_not_forwarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Airflow 2's webserver fires the hook for events created over REST, without their extra."""
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={}))
+    assert stored() == []
+
+
+def test_source_event_from_dataset_is_pure() -> None:
+    dataset = SimpleNamespace(uri="s3://d", extra=None)
+    assert source_event_from_dataset(dataset, {}) is None
+    event = source_event_from_dataset(dataset, TASK_CONTEXT)
+    assert event == SourceEvent(
+        uri="s3://d", dag_id="legacy_producer", task_id="write", run_id="manual__2024-06-01"
+    )
+
+
+def test_in_a_task_process_the_item_is_stored_but_no_worker_thread_starts(
+    in_a_task: pytest.MonkeyPatch,
+) -> None:
+    """The task process exits right after the task: the scheduler's worker sends the item.
+
+    LocalExecutor forks task processes from the scheduler, so the command line says "scheduler";
+    the marker Airflow passes to on_starting is what tells them apart.
+    """
+    in_a_task.setenv("AIRFLOW__ASTRO_XDEPS__DELIVERY_WORKER", "true")
+    in_a_task.setattr(sys, "argv", ["airflow", "scheduler"])
+
+    class TaskCommandMarker:  # what Airflow 2's `airflow tasks run` passes to on_starting
+        pass
+
+    listener = AssetForwardingListener()
+    listener.on_starting(TaskCommandMarker())
+    assert runtime.in_task_process()
+    listener.on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={}))
+    assert len(stored()) == 1
+    assert runtime.ensure_worker() is None
+    assert runtime._worker is None
 
 
 @needs_3_2
@@ -359,12 +423,14 @@ def test_hooks_through_airflows_own_listener_manager() -> None:
 
 @pytest.mark.skipif(AIRFLOW_V_3_0_PLUS, reason="on_dataset_changed is the Airflow 2.x hook")
 @pytest.mark.usefixtures("forwarding")
-def test_on_dataset_changed_through_airflow_2s_listener_manager() -> None:
+def test_on_dataset_changed_through_airflow_2s_listener_manager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow 2's own specs accept our hooks, and its dataset hook forwards the dataset."""
     from airflow.datasets import Dataset
 
     manager = airflow_listener_manager()
     manager.add_listener(asset_listener)
+    for key, value in TASK_CONTEXT.items():
+        monkeypatch.setenv(key, value)
     manager.hook.on_dataset_changed(dataset=Dataset("s3://via/pluggy-2", extra={"team": "x"}))
     [item] = stored()
     assert item.payload["uri"] == "s3://via/pluggy-2"
