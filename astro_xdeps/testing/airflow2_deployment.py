@@ -35,7 +35,6 @@ class Airflow2Deployment(LocalDeployment):
 
     airflow_bin: Path = Path("airflow")
     _secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    _perms_synced: bool = False
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -64,17 +63,11 @@ class Airflow2Deployment(LocalDeployment):
                 "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "3",
                 "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 # The SequentialExecutor runs `airflow tasks run` through PATH: this environment's.
                 "PATH": f"{Path(self.airflow_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if (self.home / "airflow.db").exists() and self._perms_synced:
-            # `airflow users create` (in prepare) synced the FAB roles and permissions; the
-            # webserver would spend a minute doing it again on every start.
-            env["AIRFLOW__FAB__UPDATE_FAB_PERMS"] = "False"
-            env["AIRFLOW__WEBSERVER__UPDATE_FAB_PERMS"] = "False"
         env.update(self.extra_env)
         return env
 
@@ -98,7 +91,6 @@ class Airflow2Deployment(LocalDeployment):
                 )  # fmt: skip
             except RuntimeError as exc:  # its message repeats the command line: hide the password
                 raise RuntimeError(str(exc).replace(self.password, "***")) from None
-        self._perms_synced = True
 
     def start(self, components=COMPONENTS_V2, timeout: float = 180) -> None:
         super().start(components, timeout=timeout)
