@@ -8,13 +8,22 @@ rule. Each direction goes through a restart of the receiving deployment: no loss
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
+
+import requests
 
 from astro_xdeps.outbox import Outbox
+from astro_xdeps.relay.signing import webhook_headers
 from astro_xdeps.testing.airflow2_deployment import COMPONENTS_V2
-from astro_xdeps.testing.local_deployment import COMPONENTS
+from astro_xdeps.testing.local_deployment import COMPONENTS, _stop_group, free_port
 from tests.integration.mixed.conftest import cli_of
 
 FROM_AF2 = "file://mixed/from_af2"
@@ -142,3 +151,70 @@ def test_doctor_from_each_version_against_the_other(mixed):
     assert to_af2.returncode == 0, to_af2.stdout + to_af2.stderr
     assert "basic as admin accepted" in to_af2.stdout
     assert af2.password not in to_af2.stdout + to_af2.stderr
+
+
+def test_standalone_relay_on_airflow2_triggers_a_3_dag_once(mixed, tmp_path):
+    """`astro-xdeps relay serve` from the 2.11 environment (the `relay` extra: fastapi, uvicorn)."""
+    af2, af3 = mixed.af2, mixed.af3
+    port = free_port()
+    secret = "whsec_" + base64.b64encode(b"mixed-relay-secret-of-32-bytes!!").decode()
+    env = {
+        "AIRFLOW_HOME": str(tmp_path),  # its own outbox; the deployment's scheduler is not involved
+        "AIRFLOW_CONN_XDEPS_DEFAULT": af3.connection_json(),
+        "AIRFLOW__ASTRO_XDEPS__RETRY_MAX_DELAY": "2",
+        "XDEPS_RELAY_SECRET": secret,
+    }
+    skip = ("AIRFLOW", "DEPLOYMENT_URL", "API_TOKEN")
+    exe = str(Path(af2._airflow_bin()).with_name("astro-xdeps"))
+    log = open(tmp_path / "relay.out", "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [
+            exe,
+            "relay",
+            "serve",
+            "--config",
+            str(Path(__file__).with_name("relay_af2.yaml")),
+            "--port",
+            str(port),
+        ],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(skip)}, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "relay.out").read_text()
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        run_id = f"manual__{uuid.uuid4().hex[:8]}"
+        body = json.dumps(
+            {"type": "dag_run.failed", "dag_id": "af2_webhook_producer", "run_id": run_id}
+        ).encode()
+        headers = webhook_headers(body, [secret], msg_id=f"msg_{uuid.uuid4().hex}")
+        url = f"http://127.0.0.1:{port}/events/alerts"
+        answers = [
+            requests.post(url, data=body, headers={"content-type": "application/json", **headers}, timeout=30)
+            for _ in range(2)
+        ]
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+        assert [a.json()["new_actions"] for a in answers] == [1, 0]
+
+        def runs() -> list[dict]:
+            return [
+                r for r in af3.dag_runs("af3_recovery") if (r.get("conf") or {}).get("failed_run") == run_id
+            ]
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not runs():
+            time.sleep(2)
+        time.sleep(5)
+        assert len(runs()) == 1, (tmp_path / "relay.out").read_text()[-2000:]
+    finally:
+        _stop_group(proc, signal.SIGTERM, 20)
