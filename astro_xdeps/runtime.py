@@ -41,6 +41,10 @@ _clock: DeadlineClock | None = None
 # The process that loaded the plugin. Children forked from it (the executor's workers and task
 # processes) keep its command line, so process_role() alone cannot tell them apart.
 _IMPORT_PID = os.getpid()
+# Set once this process is known to run a task; kept across fork (a task's children are tasks too).
+_in_task = False
+# The lifecycle marker each Airflow version passes to on_starting in a task process.
+_TASK_MARKERS = frozenset({"TaskCommandMarker", "TaskRunnerMarker"})
 
 
 @dataclass(frozen=True)
@@ -156,8 +160,17 @@ def get_worker() -> DeliveryWorker:
 
 
 def ensure_worker() -> DeliveryWorker | None:
-    """Start this process's delivery thread unless configured off; wake it either way."""
+    """Start this process's delivery thread unless configured off; wake it either way.
+
+    Not in a task process: it exits (``os._exit``) right after the task, and a thread killed
+    mid-send leaves its items leased for minutes. There the write is the whole job; the
+    scheduler's worker (or ``astro-xdeps outbox drain --follow``) finds the items within its
+    poll interval. This is how Airflow 2's ``on_dataset_changed`` (a task-process hook) forwards.
+    """
     if not settings.get_bool("delivery_worker"):
+        return None
+    if _in_task:
+        log.debug("astro-xdeps: in a task process; the scheduler's delivery worker sends what was enqueued")
         return None
     worker = get_worker()
     if not worker.running:
@@ -210,10 +223,26 @@ def process_role() -> str | None:
     return None
 
 
-def start_worker_for_component() -> None:
+def note_component(component: object) -> None:
+    """Remember a task process from the marker its ``on_starting`` hook gets.
+
+    The command line cannot tell: LocalExecutor forks task processes from the scheduler, so
+    they keep its ``airflow scheduler`` arguments.
+    """
+    global _in_task
+    if type(component).__name__ in _TASK_MARKERS:
+        _in_task = True
+
+
+def in_task_process() -> bool:
+    return _in_task
+
+
+def start_worker_for_component(component: object = None) -> None:
     """In an api-server or scheduler with forwarding or a relay configured: deliver leftovers now."""
+    note_component(component)
     role = process_role()
-    if role is None:
+    if _in_task or role is None:
         return
     try:
         if settings.get("relay_config") or forwarding_plan().enabled:
@@ -229,8 +258,9 @@ def start_worker_for_component() -> None:
 
 def reset() -> None:
     """Stop the worker and forget all per-process state."""
-    global _outbox, _worker, _plan, _pid, _relay, _clock
+    global _outbox, _worker, _plan, _pid, _relay, _clock, _in_task
     with _lock:
+        _in_task = False
         if _clock is not None and _pid == os.getpid():
             _clock.stop(timeout=5)
         if _worker is not None and _pid == os.getpid():

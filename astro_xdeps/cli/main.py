@@ -97,10 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Importing Airflow configures its logging, and Airflow 2 logs to stdout: import it first and
+    # replace its root handlers, so stdout carries only results (an event id, a table, JSON).
+    import airflow  # noqa: F401
+
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,
     )
     if args.command == "doctor":
         from astro_xdeps.cli.doctor import run_doctor

@@ -347,6 +347,11 @@ class DeploymentClient:
 
         Safe to repeat: a run id that already exists gives ``created=False`` (HTTP 409), so a
         deterministic run id makes the trigger idempotent and every failure retryable.
+
+        The logical date: Airflow 3 requires the field and takes null ("no logical date");
+        Airflow 2 refuses null, so it is omitted and the server uses "now". Airflow 2 also
+        answers 409 when another run of the DAG has that logical date (two triggers in the same
+        instant); then the run id does not exist and a :class:`TransientError` says to try again.
         """
         body: dict[str, Any] = {"dag_run_id": dag_run_id, "conf": conf or {}}
         if note is not None:
@@ -356,8 +361,21 @@ class DeploymentClient:
         path = f"{self._api}/dags/{quote(dag_id, safe='')}/dagRuns"
         r = self.transport.request("POST", path, json=body, passthrough=(409,), retry="all")
         if r.status_code == 409:
+            if self.api_version == "v1" and not self._dag_run_exists(dag_id, dag_run_id):
+                raise TransientError(
+                    "Airflow 2 refused the DAG run: another run of the DAG has the same logical date",
+                    ambiguous=False,
+                    deployment=self.name,
+                    call=f"POST {path}",
+                    status=409,
+                    hint="nothing to do: the next try gets a new logical date",
+                )
             return TriggerResult(created=False, dag_id=dag_id, dag_run_id=dag_run_id)
         return TriggerResult(created=True, dag_id=dag_id, dag_run_id=dag_run_id, body=r.json())
+
+    def _dag_run_exists(self, dag_id: str, dag_run_id: str) -> bool:
+        path = f"{self._api}/dags/{quote(dag_id, safe='')}/dagRuns/{quote(dag_run_id, safe='')}"
+        return self.transport.request("GET", path, passthrough=(404,)).status_code != 404
 
     def close(self) -> None:
         self.transport.close()

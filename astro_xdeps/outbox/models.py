@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from astro_xdeps.outbox.sa_compat import Double
+
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
@@ -132,13 +134,13 @@ def outbox_table(metadata: sa.MetaData, table_prefix: str = DEFAULT_TABLE_PREFIX
         sa.Column("idempotency_key", sa.String(MAX_KEY_CHARS), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, default=0),
-        sa.Column("created_at", sa.Double, nullable=False),
-        sa.Column("next_attempt_at", sa.Double, nullable=False),
-        sa.Column("updated_at", sa.Double, nullable=False),
-        sa.Column("delivered_at", sa.Double, nullable=True),
+        sa.Column("created_at", Double, nullable=False),
+        sa.Column("next_attempt_at", Double, nullable=False),
+        sa.Column("updated_at", Double, nullable=False),
+        sa.Column("delivered_at", Double, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("lease_owner", sa.String(MAX_OWNER_CHARS), nullable=True),
-        sa.Column("lease_until", sa.Double, nullable=True),
+        sa.Column("lease_until", Double, nullable=True),
         sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
         sa.UniqueConstraint("target", "kind", "idempotency_key", name=f"uq_{name}_key"),
         # Serves claim (state = pending AND next_attempt_at <= now) and next_due_at (MIN of it).

@@ -56,6 +56,14 @@ from astro_xdeps.outbox.models import (
     StatusRow,
     outbox_table,
 )
+from astro_xdeps.outbox.sa_compat import (
+    URL,
+    create_engine,
+    inserted_id,
+    make_url,
+    supports_returning,
+    update_returning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +157,7 @@ class Outbox:
     @classmethod
     def sqlite(cls, path: str | os.PathLike[str], *, table_prefix: str = DEFAULT_TABLE_PREFIX) -> Outbox:
         """Open the SQLite outbox file at ``path``, creating the file if missing."""
-        return cls(sa.URL.create("sqlite", database=os.fspath(path)), table_prefix=table_prefix)
+        return cls(URL.create("sqlite", database=os.fspath(path)), table_prefix=table_prefix)
 
     def close(self) -> None:
         """Close every pooled connection. Idempotent; the object cannot be used afterwards."""
@@ -254,7 +262,8 @@ class Outbox:
             ids = list(conn.execute(due).scalars())
             if not ids:
                 return []
-            rows = conn.execute(
+            rows = update_returning(
+                conn,
                 sa.update(t)
                 .where(t.c.id.in_(ids), t.c.state == PENDING)
                 .values(
@@ -263,9 +272,12 @@ class Outbox:
                     lease_until=lease_until,
                     next_attempt_at=lease_until,
                     updated_at=now,
-                )
-                .returning(*t.c)
-            ).all()
+                ),
+                t,
+                t.c.id.in_(ids),
+                t.c.lease_owner == owner,
+                t.c.lease_until == lease_until,
+            )
         return sorted((_item(row) for row in rows), key=lambda item: item.id)
 
     def renew(
@@ -503,11 +515,11 @@ class Outbox:
         """Build the hot-path statements once; SQLAlchemy then reuses their compiled form."""
         t = self._table
         insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        self._insert_stmt = (
-            insert(t)
-            .on_conflict_do_nothing(index_elements=[t.c.target, t.c.kind, t.c.idempotency_key])
-            .returning(t.c.id)
+        self._insert_stmt = insert(t).on_conflict_do_nothing(
+            index_elements=[t.c.target, t.c.kind, t.c.idempotency_key]
         )
+        if supports_returning(self._dialect):
+            self._insert_stmt = self._insert_stmt.returning(t.c.id)
         self._find_key_stmt = sa.select(t.c.id).where(
             t.c.target == sa.bindparam("target"),
             t.c.kind == sa.bindparam("kind"),
@@ -567,7 +579,7 @@ class Outbox:
         # and SELECT, and then the next INSERT succeeds.
         for _ in range(2):
             try:
-                new_id = conn.execute(self._insert_stmt, row).scalar_one_or_none()
+                new_id = inserted_id(conn.execute(self._insert_stmt, row))
             except sa.exc.StatementError as exc:
                 if isinstance(exc, sa.exc.DBAPIError):
                     raise
@@ -676,7 +688,7 @@ class Outbox:
 
 def _parse_url(url: str | sa.URL) -> sa.URL:
     try:
-        parsed = sa.make_url(url)
+        parsed = make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigError(
             "The outbox URL could not be parsed. Use sqlite:////absolute/path/xdeps_outbox.db or "
@@ -710,7 +722,7 @@ def _create_engine(url: sa.URL, safe_url: str) -> sa.Engine:
     try:
         if url.get_backend_name() == "sqlite":
             # File databases get a thread-safe QueuePool (check_same_thread off) by default.
-            engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
@@ -720,7 +732,7 @@ def _create_engine(url: sa.URL, safe_url: str) -> sa.Engine:
                 connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
             if "application_name" not in url.query:
                 connect_args["application_name"] = "astro-xdeps-outbox"
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
         raise ConfigError(
             f"The outbox URL {safe_url} needs a database driver that is not installed ({exc}). "

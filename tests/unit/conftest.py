@@ -34,3 +34,20 @@ def ordered() -> Iterator[responses.RequestsMock]:
     """Like ``rsps``, but the registered responses answer strictly in order (retry sequences)."""
     with responses.RequestsMock(assert_all_requests_are_fired=True, registry=OrderedRegistry) as mock:
         yield mock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow2_connection_table() -> None:
+    """Give Airflow 2 the connection table in the throwaway AIRFLOW_HOME.
+
+    Airflow 2 looks connections up in the metadata DB after the environment and logs a traceback
+    (to stdout) when the table is missing; a real deployment always has it. Airflow 3 needs none.
+    """
+    from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        return
+    from airflow import settings
+    from airflow.models.connection import Connection
+
+    Connection.__table__.create(settings.engine, checkfirst=True)

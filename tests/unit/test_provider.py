@@ -10,6 +10,7 @@ import airflow
 import jsonschema
 
 from astro_xdeps.provider import get_provider_info
+from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS
 
 
 def test_provider_info_matches_airflows_schema():
@@ -34,10 +35,14 @@ def test_plugin_entry_point_loads_the_plugin_class():
 
 def test_providers_manager_registers_the_connection_type():
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     assert "astro-xdeps" in ProvidersManager().providers
-    hook = ProvidersManagerTaskRuntime().hooks["xdeps_deployment"]
+    if AIRFLOW_V_3_0_PLUS:  # hooks are a task-runtime concern in Airflow 3
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hook = ProvidersManagerTaskRuntime().hooks["xdeps_deployment"]
+    else:
+        hook = ProvidersManager().hooks["xdeps_deployment"]
     assert hook is not None
     assert hook.hook_class_name == "astro_xdeps.hooks.deployment.DeploymentHook"
     assert hook.connection_id_attribute_name == "xdeps_conn_id"

@@ -644,12 +644,32 @@ def test_trigger_v1_omits_the_logical_date(rsps: responses.RequestsMock) -> None
     assert client_for(api_version="v1").trigger_dag_run("etl", "xdeps__1", note="from upstream").created
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
-def test_trigger_with_an_existing_run_id_is_not_created(rsps: responses.RequestsMock, version: str) -> None:
-    rsps.post(f"{BASE}/api/{version}/dags/etl/dagRuns", status=409, json={"detail": "exists"})
-    result = client_for(api_version=version).trigger_dag_run("etl", "xdeps__1")
+def test_trigger_with_an_existing_run_id_is_not_created(rsps: responses.RequestsMock) -> None:
+    rsps.post(f"{BASE}/api/v2/dags/etl/dagRuns", status=409, json={"detail": "exists"})
+    result = client_for().trigger_dag_run("etl", "xdeps__1")
     assert result == TriggerResult(created=False, dag_id="etl", dag_run_id="xdeps__1")
     assert len(rsps.calls) == 1
+
+
+def test_trigger_v1_409_with_the_run_there_is_not_created(rsps: responses.RequestsMock) -> None:
+    """Airflow 2 answers 409 for a duplicate run id: the run exists, the trigger is done."""
+    rsps.post(f"{BASE}/api/v1/dags/etl/dagRuns", status=409, json={"detail": "exists"})
+    rsps.get(f"{BASE}/api/v1/dags/etl/dagRuns/xdeps__1", json={"dag_run_id": "xdeps__1"})
+    result = client_for(api_version="v1").trigger_dag_run("etl", "xdeps__1")
+    assert result == TriggerResult(created=False, dag_id="etl", dag_run_id="xdeps__1")
+
+
+def test_trigger_v1_409_for_a_taken_logical_date_is_retryable(rsps: responses.RequestsMock) -> None:
+    """Airflow 2 also answers 409 when another run holds the same logical date: not done, retry."""
+    rsps.post(
+        f"{BASE}/api/v1/dags/etl/dagRuns",
+        status=409,
+        json={"detail": "DAGRun with DAG ID: 'etl' and DAGRun logical date: '...' already exists"},
+    )
+    rsps.get(f"{BASE}/api/v1/dags/etl/dagRuns/xdeps__1", status=404)
+    with pytest.raises(TransientError, match="same logical date") as info:
+        client_for(api_version="v1").trigger_dag_run("etl", "xdeps__1")
+    assert info.value.ambiguous is False
 
 
 def test_trigger_is_retried_after_a_500(ordered: responses.RequestsMock) -> None:

@@ -9,10 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow._shared.listeners.listener import ListenerManager
-from airflow._shared.listeners.spec import lifecycle
-from airflow.listeners.spec import asset as asset_spec
-from airflow.listeners.types import AssetEvent
 
 from astro_xdeps import runtime
 from astro_xdeps.forwarding.payload import SourceEvent
@@ -24,9 +20,15 @@ from astro_xdeps.listeners.assets import (
     forward,
     plan_items,
     source_event_from_asset_event,
+    source_event_from_dataset,
 )
 from astro_xdeps.outbox.models import ASSET_EVENT, NewItem
-from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
+from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
+from tests.unit.airflow_listeners import airflow_listener_manager
+
+needs_3_2 = pytest.mark.skipif(
+    not AIRFLOW_V_3_2_PLUS, reason="on_asset_event_emitted and its AssetEvent are Airflow 3.2+"
+)
 
 
 def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> runtime.ForwardingPlan:
@@ -41,6 +43,8 @@ def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> runtim
 
 def asset_event(uri: str = "s3://sales/orders", *, extra: dict | None = None, name: str | None = "orders"):
     """Airflow 3.2+'s listener AssetEvent (the real class) around a stand-in asset."""
+    from airflow.listeners.types import AssetEvent
+
     return AssetEvent(
         asset=SimpleNamespace(uri=uri, name=name, group="asset", extra={}),
         extra={"rows": 3} if extra is None else extra,
@@ -56,6 +60,7 @@ def asset_event(uri: str = "s3://sales/orders", *, extra: dict | None = None, na
 # -- adapting Airflow's AssetEvent ---------------------------------------------------------------
 
 
+@needs_3_2
 def test_source_event_from_asset_event() -> None:
     event = source_event_from_asset_event(asset_event())
     assert event == SourceEvent(
@@ -70,6 +75,7 @@ def test_source_event_from_asset_event() -> None:
     )
 
 
+@needs_3_2
 def test_source_event_copies_extra_and_tolerates_none() -> None:
     raw = asset_event(extra={"k": "v"})
     event = source_event_from_asset_event(raw)
@@ -283,6 +289,7 @@ def test_forward_never_raises_when_the_worker_cannot_start(
 # -- hook methods --------------------------------------------------------------------------------
 
 
+@needs_3_2
 @pytest.mark.usefixtures("forwarding")
 def test_on_asset_event_emitted_enqueues_with_full_provenance() -> None:
     AssetForwardingListener().on_asset_event_emitted(asset_event())
@@ -313,9 +320,9 @@ def test_on_asset_event_emitted_never_raises_on_an_unexpected_object(
     assert "could not read an asset event" in caplog.text
 
 
+@needs_3_2
 @pytest.mark.usefixtures("forwarding")
 def test_on_asset_changed_does_nothing_on_airflow_3_2_plus() -> None:
-    assert AIRFLOW_V_3_2_PLUS, "these tests expect Airflow 3.2+ to be installed"
     AssetForwardingListener().on_asset_changed(SimpleNamespace(uri="s3://x", name="x"))
     assert stored() == []
 
@@ -330,26 +337,104 @@ def test_on_asset_changed_forwards_before_3_2(monkeypatch: pytest.MonkeyPatch) -
     assert item.payload["extra"]["xdeps"]["source"]["dag_id"] is None
 
 
-@pytest.mark.usefixtures("forwarding")
-def test_on_dataset_changed_forwards_with_the_dataset_extra() -> None:
+TASK_CONTEXT = {
+    "AIRFLOW_CTX_DAG_ID": "legacy_producer",
+    "AIRFLOW_CTX_TASK_ID": "write",
+    "AIRFLOW_CTX_DAG_RUN_ID": "manual__2024-06-01",
+}
+
+
+@pytest.fixture
+def in_a_task(forwarding: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The variables Airflow 2 sets in a task's process before its outlets fire on_dataset_changed."""
+    for key, value in TASK_CONTEXT.items():
+        forwarding.setenv(key, value)
+    return forwarding
+
+
+@pytest.mark.usefixtures("in_a_task")
+def test_on_dataset_changed_forwards_with_the_dataset_extra_and_the_task_as_source() -> None:
     AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={"team": "x"}))
     [item] = stored()
     assert item.payload["uri"] == "s3://legacy"
     assert item.payload["extra"]["team"] == "x"
+    source = item.payload["extra"]["xdeps"]["source"]
+    assert (source["dag_id"], source["task_id"], source["run_id"]) == (
+        "legacy_producer",
+        "write",
+        "manual__2024-06-01",
+    )
     AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://no-extra"))
     assert stored()[1].payload["extra"]["xdeps"]["source"]["extra"] == {}
 
 
 @pytest.mark.usefixtures("forwarding")
+def test_on_dataset_changed_outside_a_task_is_a_received_event_and_not_forwarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Airflow 2's webserver fires the hook for events created over REST, without their extra."""
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_ID", raising=False)
+    AssetForwardingListener().on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={}))
+    assert stored() == []
+
+
+def test_source_event_from_dataset_is_pure() -> None:
+    dataset = SimpleNamespace(uri="s3://d", extra=None)
+    assert source_event_from_dataset(dataset, {}) is None
+    event = source_event_from_dataset(dataset, TASK_CONTEXT)
+    assert event == SourceEvent(
+        uri="s3://d", dag_id="legacy_producer", task_id="write", run_id="manual__2024-06-01"
+    )
+
+
+def test_in_a_task_process_the_item_is_stored_but_no_worker_thread_starts(
+    in_a_task: pytest.MonkeyPatch,
+) -> None:
+    """The task process exits right after the task: the scheduler's worker sends the item.
+
+    LocalExecutor forks task processes from the scheduler, so the command line says "scheduler";
+    the marker Airflow passes to on_starting is what tells them apart.
+    """
+    in_a_task.setenv("AIRFLOW__ASTRO_XDEPS__DELIVERY_WORKER", "true")
+    in_a_task.setattr(sys, "argv", ["airflow", "scheduler"])
+
+    class TaskCommandMarker:  # what Airflow 2's `airflow tasks run` passes to on_starting
+        pass
+
+    listener = AssetForwardingListener()
+    listener.on_starting(TaskCommandMarker())
+    assert runtime.in_task_process()
+    listener.on_dataset_changed(SimpleNamespace(uri="s3://legacy", extra={}))
+    assert len(stored()) == 1
+    assert runtime.ensure_worker() is None
+    assert runtime._worker is None
+
+
+@needs_3_2
+@pytest.mark.usefixtures("forwarding")
 def test_hooks_through_airflows_own_listener_manager() -> None:
     """Registering with Airflow's pluggy specs checks our hook and argument names."""
-    manager = ListenerManager()
-    manager.add_hookspecs(lifecycle)
-    manager.add_hookspecs(asset_spec)
+    manager = airflow_listener_manager()
     manager.add_listener(asset_listener)
     manager.hook.on_asset_event_emitted(asset_event=asset_event("s3://via/pluggy"))
     manager.hook.on_asset_changed(asset=SimpleNamespace(uri="s3://via/pluggy", name="n"))
     assert [i.payload["uri"] for i in stored()] == ["s3://via/pluggy"]  # once, not twice
+
+
+@pytest.mark.skipif(AIRFLOW_V_3_0_PLUS, reason="on_dataset_changed is the Airflow 2.x hook")
+@pytest.mark.usefixtures("forwarding")
+def test_on_dataset_changed_through_airflow_2s_listener_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 2's own specs accept our hooks, and its dataset hook forwards the dataset."""
+    from airflow.datasets import Dataset
+
+    manager = airflow_listener_manager()
+    manager.add_listener(asset_listener)
+    for key, value in TASK_CONTEXT.items():
+        monkeypatch.setenv(key, value)
+    manager.hook.on_dataset_changed(dataset=Dataset("s3://via/pluggy-2", extra={"team": "x"}))
+    [item] = stored()
+    assert item.payload["uri"] == "s3://via/pluggy-2"
+    assert item.payload["extra"]["team"] == "x"
 
 
 # -- on_starting ---------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from astro_xdeps import runtime
 from astro_xdeps.listeners.states import StateListener, state_event
 from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay.rules import dag_run_id
+from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.unit.airflow_listeners import airflow_listener_manager
 
 ENV_PREFIX = "AIRFLOW__ASTRO_XDEPS__"
 ENDED = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
@@ -254,15 +256,13 @@ def test_long_messages_are_cut() -> None:
 
 def test_the_hooks_match_airflows_listener_spec(env, tmp_path: Path) -> None:
     """Registered with Airflow's own hook specs (pluggy checks the argument names) and called by them."""
-    from airflow._shared.listeners.listener import ListenerManager
-    from airflow._shared.listeners.spec import taskinstance
-    from airflow.listeners.spec import dagrun
-
-    manager = ListenerManager()
-    manager.add_hookspecs(dagrun)
-    manager.add_hookspecs(taskinstance)
+    manager = airflow_listener_manager()
     manager.add_listener(StateListener())
     manager.hook.on_dag_run_failed(dag_run=dag_run(), msg="failed")
     manager.hook.on_dag_run_success(dag_run=dag_run(), msg="ok")
-    manager.hook.on_task_instance_failed(previous_state=None, task_instance=task_instance(), error="boom")
+    # Airflow 2's spec also passes the ORM session (our hook takes fewer arguments, which pluggy allows).
+    session = {} if AIRFLOW_V_3_0_PLUS else {"session": None}
+    manager.hook.on_task_instance_failed(
+        previous_state=None, task_instance=task_instance(), error="boom", **session
+    )
     assert sorted(i.kind for i in items(tmp_path)) == ["asset_event", "dag_run"]

@@ -11,6 +11,7 @@ import responses
 from astro_xdeps.notifications.relay import RelayNotifier, event_from_context
 from astro_xdeps.relay.events import parse_event
 from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
+from astro_xdeps.version_compat import AIRFLOW_V_3_1_PLUS
 
 SECRET = "whsec_" + base64.b64encode(b"notifier-test-secret-of-32-bytes").decode()
 URL = "http://relay.test/xdeps/relay/events/callbacks"
@@ -112,6 +113,9 @@ def test_deadline_context_with_a_json_dag_run_becomes_a_late_event():
     assert (parsed.type, parsed.dag_id, parsed.run_id) == ("dag_run.late", "load_orders", "scheduled__1")
 
 
+@pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="deadline alerts (and awaitable notifiers) are Airflow 3.1+"
+)
 @responses.activate
 def test_awaiting_the_notifier_as_a_deadline_callback_posts_the_event(monkeypatch):
     import asyncio

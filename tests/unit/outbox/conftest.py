@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from astro_xdeps.outbox import DEFAULT_SQLITE_FILENAME, Outbox
 from astro_xdeps.outbox.models import DEFAULT_TABLE_PREFIX
+from astro_xdeps.outbox.sa_compat import make_url
 
 PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -61,7 +62,7 @@ def pg_url() -> str:
     """The PostgreSQL URL; skips (fails under CI) when the server cannot be reached."""
     reason = _pg_unreachable_reason()
     if reason is not None:
-        where = sa.make_url(PG_URL).render_as_string(hide_password=True)
+        where = make_url(PG_URL).render_as_string(hide_password=True)
         message = f"PostgreSQL at {where} is unreachable ({reason})"
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI is set, so the PostgreSQL outbox tests must run.")

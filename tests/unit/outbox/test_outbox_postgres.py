@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import ASSET_EVENT, Item, NewItem, Outbox, OutboxError
+from astro_xdeps.outbox.sa_compat import make_url
 
 
 def test_claim_skips_rows_another_transaction_has_locked(pg_url: str, pg_prefix: str) -> None:
@@ -35,7 +36,7 @@ def test_claim_skips_rows_another_transaction_has_locked(pg_url: str, pg_prefix:
 
 
 def test_password_never_shows_in_url_repr_or_errors(pg_url: str, pg_prefix: str) -> None:
-    with_password = sa.make_url(pg_url).set(password="s3cret-pw")  # trust auth ignores it
+    with_password = make_url(pg_url).set(password="s3cret-pw")  # trust auth ignores it
     with Outbox.from_url(with_password, table_prefix=pg_prefix) as outbox:
         assert outbox.dialect == "postgresql"
         assert "s3cret-pw" not in outbox.url and "***" in outbox.url

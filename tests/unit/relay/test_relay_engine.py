@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from astro_xdeps.outbox import Outbox, OutboxError
+from astro_xdeps.outbox.sa_compat import make_url
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
@@ -120,7 +121,7 @@ def pg_schema_url() -> Iterator[str]:
     """A URL whose tables land in a fresh schema of the test database, dropped afterwards."""
     reason = _pg_unreachable_reason()
     if reason is not None:
-        where = sa.make_url(PG_URL).render_as_string(hide_password=True)
+        where = make_url(PG_URL).render_as_string(hide_password=True)
         message = f"PostgreSQL at {where} is unreachable ({reason})"
         if os.environ.get("CI"):
             pytest.fail(f"{message}; CI is set, so the PostgreSQL relay tests must run.")
@@ -131,7 +132,7 @@ def pg_schema_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
         yield (
-            sa.make_url(PG_URL)
+            make_url(PG_URL)
             .update_query_dict({"options": f"-csearch_path={schema}"})
             .render_as_string(hide_password=False)
         )
