@@ -28,7 +28,7 @@ from astro_xdeps.client import common
 from astro_xdeps.client.api import Asset
 from astro_xdeps.client.config import DeploymentConfig
 from astro_xdeps.client.http import RetryMode, _is_retryable, _wait_with_retry_after, error_for_response
-from astro_xdeps.exceptions import AuthError, NotFoundError, RequestRejected, TransientError
+from astro_xdeps.exceptions import NotFoundError, RequestRejected, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -80,51 +80,34 @@ class AsyncTransport:
         return common.static_auth_headers(self.config, mode)
 
     async def _login(self) -> str:
-        call = "POST /auth/token"
         try:
             response = await self.client.post(
-                self.url("/auth/token"),
-                json={"username": self.config.username, "password": self.config.password},
+                self.url(common.LOGIN_PATH), json=common.login_payload(self.config)
             )
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc, call, sent=False) from exc
-        if response.status_code not in (200, 201):
+            raise self._transport_error(exc, common.LOGIN_CALL, sent=False) from exc
+        status = response.status_code
+        if status not in (200, 201):
             err = error_for_response(
-                response, deployment=self.config.name, call=call, secrets=self.config.secrets
+                response, deployment=self.config.name, call=common.LOGIN_CALL, secrets=self.config.secrets
             )
-            if isinstance(err, (AuthError, RequestRejected)):
-                raise AuthError(
-                    "Logging in failed",
-                    deployment=self.config.name,
-                    call=call,
-                    status=response.status_code,
-                    hint="check the connection's login and password; with an Astro or other static "
-                    "token, leave Login empty and put the token in Password",
-                ) from None
-            raise err
+            raise common.login_refused(err, deployment=self.config.name, status=status) from None
         try:
-            token = response.json()["access_token"]
-        except (ValueError, KeyError, TypeError):
-            raise AuthError(
-                "Logging in returned no access_token",
-                deployment=self.config.name,
-                call=call,
-                status=response.status_code,
-                hint="is this URL an Airflow 3 api-server? For Airflow 2 set auth_type 'basic'",
-            ) from None
-        self._jwt = token
-        return token
+            body = response.json()
+        except ValueError:
+            body = None
+        self._jwt = common.login_token(body, deployment=self.config.name, status=status)
+        return self._jwt
 
     def _transport_error(self, exc: httpx.HTTPError, call: str, *, sent: bool) -> TransientError:
-        # Connect errors and connect timeouts: the server never saw the request.
-        unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
-        return TransientError(
-            f"The deployment {kind} ({type(exc).__name__})",
-            ambiguous=sent and not unsent,
-            deployment=self.config.name,
-            call=call,
-            hint=f"check that {self.config.base_url} is up and reachable from here",
+        return common.transport_error(
+            self.config,
+            exc,
+            call,
+            # Connect errors and connect timeouts: the server never saw the request.
+            unsent=isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
+            timed_out=isinstance(exc, httpx.TimeoutException),
+            sent=sent,
         )
 
     async def _send_once(

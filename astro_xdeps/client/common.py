@@ -13,6 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 from astro_xdeps.client.config import DeploymentConfig
+from astro_xdeps.exceptions import AuthError, DeploymentError, RequestRejected, TransientError
+
+LOGIN_PATH = "/auth/token"
+LOGIN_CALL = f"POST {LOGIN_PATH}"
 
 
 def auth_mode(config: DeploymentConfig, api_version: str | None) -> str:
@@ -34,6 +38,57 @@ def static_auth_headers(config: DeploymentConfig, mode: str) -> dict[str, str]:
         pair = f"{config.username}:{config.password}".encode()
         return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
     return {}
+
+
+def login_payload(config: DeploymentConfig) -> dict[str, Any]:
+    """The JSON body that exchanges login and password for a JWT (OSS Airflow 3)."""
+    return {"username": config.username, "password": config.password}
+
+
+def login_refused(err: DeploymentError, *, deployment: str, status: int) -> DeploymentError:
+    """What a non-2xx login answer raises: ``err`` (from ``error_for_response``) unless it says
+    the credentials or request were wrong, then one AuthError that never echoes the response
+    (on some servers it repeats what was sent)."""
+    if isinstance(err, (AuthError, RequestRejected)):
+        return AuthError(
+            "Logging in failed",
+            deployment=deployment,
+            call=LOGIN_CALL,
+            status=status,
+            hint="check the connection's login and password; with an Astro or other static "
+            "token, leave Login empty and put the token in Password",
+        )
+    return err
+
+
+def login_token(body: Any, *, deployment: str, status: int) -> str:
+    """The JWT in a successful login's parsed JSON ``body`` (None when it was not JSON)."""
+    try:
+        return body["access_token"]
+    except (KeyError, TypeError):
+        raise AuthError(
+            "Logging in returned no access_token",
+            deployment=deployment,
+            call=LOGIN_CALL,
+            status=status,
+            hint="is this URL an Airflow 3 api-server? For Airflow 2 set auth_type 'basic'",
+        ) from None
+
+
+def transport_error(
+    config: DeploymentConfig, exc: BaseException, call: str, *, unsent: bool, timed_out: bool, sent: bool
+) -> TransientError:
+    """The TransientError for a request that got no response. Only a request that was ``sent``
+    and not known ``unsent`` (refused connection, connect timeout) is ambiguous: the server
+    may have acted on it."""
+    kind = "timed out" if timed_out else "could not be reached"
+    return TransientError(
+        f"The deployment {kind} ({type(exc).__name__})",
+        ambiguous=sent and not unsent,
+        deployment=config.name,
+        call=call,
+        hint=f"check that {config.base_url} is up and reachable from here",
+    )
 
 
 def _q(value: str) -> str:

@@ -12,7 +12,6 @@ forwarded the request when the upstream closed the connection, so the event may 
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import logging
 import time
@@ -23,6 +22,7 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from astro_xdeps import __version__
+from astro_xdeps.client import common
 from astro_xdeps.client.config import DeploymentConfig
 from astro_xdeps.exceptions import (
     AuthError,
@@ -143,66 +143,37 @@ class Transport:
     @property
     def auth_mode(self) -> str:
         """The auth actually used: the configured one, or what ``auto`` means for this server."""
-        cfg = self.config
-        if cfg.auth_type != "auto":
-            return cfg.auth_type
-        if cfg.token:
-            return "token"
-        if cfg.username and cfg.password:
-            return "basic" if self.api_version == "v1" else "jwt"
-        return "none"
+        return common.auth_mode(self.config, self.api_version)
 
     def _auth_headers(self) -> dict[str, str]:
         mode = self.auth_mode
-        if mode == "token":
-            return {"Authorization": f"Bearer {self.config.token}"}
         if mode == "jwt":
             return {"Authorization": f"Bearer {self._jwt or self._login()}"}
-        if mode == "basic":
-            pair = f"{self.config.username}:{self.config.password}".encode()
-            return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
-        return {}
+        return common.static_auth_headers(self.config, mode)
 
     def _login(self) -> str:
         """Exchange login and password for a JWT at ``/auth/token`` (OSS Airflow 3)."""
-        url = f"{self.config.base_url}/auth/token"
-        call = "POST /auth/token"
         try:
             response = self.session.post(
-                url,
-                json={"username": self.config.username, "password": self.config.password},
+                self.url(common.LOGIN_PATH),
+                json=common.login_payload(self.config),
                 timeout=self.config.timeouts.as_requests(),
                 verify=self.config.verify,
             )
         except requests.RequestException as exc:
-            raise self._transport_error(exc, call, sent=False) from exc
-        if response.status_code not in (200, 201):
-            # Never echo the login response: on some servers it repeats what was sent.
+            raise self._transport_error(exc, common.LOGIN_CALL, sent=False) from exc
+        status = response.status_code
+        if status not in (200, 201):
             err = error_for_response(
-                response, deployment=self.config.name, call=call, secrets=self.config.secrets
+                response, deployment=self.config.name, call=common.LOGIN_CALL, secrets=self.config.secrets
             )
-            if isinstance(err, (AuthError, RequestRejected)):
-                raise AuthError(
-                    "Logging in failed",
-                    deployment=self.config.name,
-                    call=call,
-                    status=response.status_code,
-                    hint="check the connection's login and password; with an Astro or other static "
-                    "token, leave Login empty and put the token in Password",
-                ) from None
-            raise err
+            raise common.login_refused(err, deployment=self.config.name, status=status) from None
         try:
-            token = response.json()["access_token"]
-        except (ValueError, KeyError, TypeError):
-            raise AuthError(
-                "Logging in returned no access_token",
-                deployment=self.config.name,
-                call=call,
-                status=response.status_code,
-                hint="is this URL an Airflow 3 api-server? For Airflow 2 set auth_type 'basic'",
-            ) from None
-        self._jwt = token
-        return token
+            body = response.json()
+        except ValueError:
+            body = None
+        self._jwt = common.login_token(body, deployment=self.config.name, status=status)
+        return self._jwt
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -214,17 +185,15 @@ class Transport:
         return f"{self.config.base_url}{path}"
 
     def _transport_error(self, exc: requests.RequestException, call: str, *, sent: bool) -> TransientError:
-        # A connect error or connect timeout means the server never saw the request.
-        unsent = isinstance(exc, requests.ConnectTimeout) or (
-            isinstance(exc, requests.ConnectionError) and "Connection aborted" not in str(exc)
-        )
-        kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
-        return TransientError(
-            f"The deployment {kind} ({type(exc).__name__})",
-            ambiguous=sent and not unsent,
-            deployment=self.config.name,
-            call=call,
-            hint=f"check that {self.config.base_url} is up and reachable from here",
+        return common.transport_error(
+            self.config,
+            exc,
+            call,
+            # A connect error or connect timeout means the server never saw the request.
+            unsent=isinstance(exc, requests.ConnectTimeout)
+            or (isinstance(exc, requests.ConnectionError) and "Connection aborted" not in str(exc)),
+            timed_out=isinstance(exc, requests.Timeout),
+            sent=sent,
         )
 
     def _send_once(
