@@ -15,10 +15,8 @@ treat a 2.x and a 3.x deployment alike. What differs on 2.x:
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,47 +36,29 @@ class Airflow2Deployment(LocalDeployment):
     airflow_bin: Path = Path("airflow")
     _secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
-                "AIRFLOW__API__AUTH_BACKENDS": (
-                    "airflow.api.auth.backend.basic_auth,airflow.api.auth.backend.session"
-                ),
-                "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
-                "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
-                "AIRFLOW__WEBSERVER__BASE_URL": self.url,
-                "AIRFLOW__WEBSERVER__WORKERS": "1",
-                "AIRFLOW__WEBSERVER__SECRET_KEY": self._secret_key,
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_ports[0]),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._log_ports[1]),
-                "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
-                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "3",
-                "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                # The SequentialExecutor runs `airflow tasks run` through PATH: this environment's.
-                "PATH": f"{Path(self.airflow_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        env.update(self.extra_env)
-        return env
+    def _version_env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor",
+            "AIRFLOW__DATABASE__LOAD_DEFAULT_CONNECTIONS": "False",
+            "AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth,airflow.api.auth.backend.session",
+            "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+            "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
+            "AIRFLOW__WEBSERVER__BASE_URL": self.url,
+            "AIRFLOW__WEBSERVER__WORKERS": "1",
+            "AIRFLOW__WEBSERVER__SECRET_KEY": self._secret_key,
+            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "3",
+            "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+            # The SequentialExecutor runs `airflow tasks run` through PATH: this environment's.
+            "PATH": f"{Path(self.airflow_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
 
     def _airflow_bin(self) -> str:  # type: ignore[override]
         return str(self.airflow_bin)
 
     def prepare(self) -> None:
         """Create the home, copy DAG files in, migrate the DB and create the admin user."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.dags_folder.mkdir(exist_ok=True)
-        (self.home / "logs").mkdir(exist_ok=True)
+        self._make_home()
         for path in self.dags:
             self.add_dag(path)
         if not (self.home / "airflow.db").exists():
@@ -108,41 +88,23 @@ class Airflow2Deployment(LocalDeployment):
             return
         if component in self.procs and self.procs[component].poll() is None:
             return
-        log = open(self.home / "logs" / "webserver.out", "ab")  # noqa: SIM115 - owned by the child
         gunicorn = str(Path(self.airflow_bin).with_name("gunicorn"))
         args = ["--workers", "1", "--worker-class", "sync", "--timeout", "300", "--name", "airflow-webserver"]
         args += ["--bind", f"127.0.0.1:{self.port}", "--access-logfile", "-", "airflow.www.app:cached_app()"]
-        self.procs[component] = subprocess.Popen(
-            [gunicorn, *args],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.started_groups.append(self.procs[component].pid)
-        log.close()
+        self._spawn(component, [gunicorn, *args])
 
     def wait_ready(self, timeout: float = 180) -> None:
         """Wait until the webserver answers /health with a healthy metadatabase and the API accepts us."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            self._raise_if_died()
-            try:
-                r = requests.get(f"{self.url}/health", timeout=5)
-                if r.status_code == 200 and r.json()["metadatabase"]["status"] == "healthy":
-                    if self.api("GET", "/version").status_code == 200:
-                        return
-                    last = "API refused the admin user"
-                else:
-                    last = f"HTTP {r.status_code}"
-            except (requests.RequestException, ValueError, KeyError) as exc:
-                last = type(exc).__name__
-            time.sleep(1)
-        raise TimeoutError(
-            f"[{self.name}] webserver not ready after {timeout:.0f}s ({last}); see {self.home}/logs"
-        )
+
+        def probe() -> str | None:
+            r = requests.get(f"{self.url}/health", timeout=5)
+            if r.status_code == 200 and r.json()["metadatabase"]["status"] == "healthy":
+                return (
+                    None if self.api("GET", "/version").status_code == 200 else "API refused the admin user"
+                )
+            return f"HTTP {r.status_code}"
+
+        self._poll_ready(probe, "webserver", timeout=timeout, interval=1)
 
     # -- API helpers (v1, basic auth) -----------------------------------------------------------
     def token(self) -> str:  # pragma: no cover - Airflow 2 has no /auth/token
@@ -165,20 +127,11 @@ class Airflow2Deployment(LocalDeployment):
                 time.sleep(1 + attempt)
         raise AssertionError("unreachable")
 
-    def trigger(self, dag_id: str, run_id: str | None = None, conf: dict | None = None) -> str:
-        """Start a run of ``dag_id`` now (2.x: no logical_date means now); return its run id."""
-        body: dict = {"conf": conf or {}}
-        if run_id:
-            body["dag_run_id"] = run_id
-        r = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
-        if r.status_code != 200:
-            raise RuntimeError(f"[{self.name}] trigger {dag_id} failed: HTTP {r.status_code} {r.text[:300]}")
-        return r.json()["dag_run_id"]
+    _runs_order = "-execution_date"
 
-    def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict]:
-        r = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-execution_date", "limit": limit})
-        r.raise_for_status()
-        return r.json()["dag_runs"]
+    @staticmethod
+    def _trigger_body(conf: dict | None) -> dict:
+        return {"conf": conf or {}}  # 2.x: no logical_date means now
 
     def asset_events(self, uri: str, limit: int = 100, timeout: float = 30) -> list[dict]:
         """Recent events of dataset ``uri``, newest first ([] while the dataset does not exist)."""
@@ -194,9 +147,3 @@ class Airflow2Deployment(LocalDeployment):
                 r.raise_for_status()
                 return r.json()["dataset_events"]
             time.sleep(0.5)
-
-    def connection_json(self) -> str:
-        """This deployment as an ``AIRFLOW_CONN_*`` value: login and password mean basic auth on v1."""
-        return json.dumps(
-            {"conn_type": "xdeps_deployment", "host": self.url, "login": USERNAME, "password": self.password}
-        )

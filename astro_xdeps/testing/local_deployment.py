@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,42 +75,51 @@ class LocalDeployment:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "2",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-                    [f"{USERNAME}:admin"] + [f"{u}:{role}" for u, role in self.users.items()]
-                ),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.port),
-                "AIRFLOW__API__BASE_URL": self.url,
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._log_ports[0]),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._log_ports[1]),
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
-                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self._version_env())
         env.update(self.extra_env)
         return env
+
+    def _version_env(self) -> dict[str, str]:
+        """The settings only Airflow 3 has: executor, SimpleAuthManager users, api-server, dag-processor."""
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                [f"{USERNAME}:admin"] + [f"{u}:{role}" for u, role in self.users.items()]
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._jwt_secret,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        }
 
     # -- lifecycle ----------------------------------------------------------------------------
     def prepare(self) -> None:
         """Create the home, copy DAG files in, write the password, migrate the DB (~10 s)."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.dags_folder.mkdir(exist_ok=True)
-        (self.home / "logs").mkdir(exist_ok=True)
+        self._make_home()
         (self.home / "passwords.json").write_text(json.dumps(self.passwords))
         for path in self.dags:
             self.add_dag(path)
         if not (self.home / "airflow.db").exists():
             self.airflow("db", "migrate", timeout=300)
+
+    def _make_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.dags_folder.mkdir(exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
 
     def add_dag(self, path: Path) -> None:
         shutil.copy(path, self.dags_folder / Path(path).name)
@@ -141,9 +150,13 @@ class LocalDeployment:
         if component in self.procs and self.procs[component].poll() is None:
             return
         args = [component] + (["--skip-serve-logs"] if component in _NO_LOG_SERVER else [])
+        self._spawn(component, [self._airflow_bin(), *args])
+
+    def _spawn(self, component: str, argv: list[str]) -> None:
+        """Run ``argv`` as ``component`` in its own process session, output to its log file."""
         log = open(self.home / "logs" / f"{component}.out", "ab")  # noqa: SIM115 - owned by the child
         self.procs[component] = subprocess.Popen(
-            [self._airflow_bin(), *args],
+            argv,
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -155,20 +168,33 @@ class LocalDeployment:
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Wait until the api-server answers health with a healthy metadatabase."""
+
+        def probe() -> str | None:
+            r = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2)
+            if r.status_code == 200 and r.json()["metadatabase"]["status"] == "healthy":
+                return None
+            return f"HTTP {r.status_code}"
+
+        self._poll_ready(probe, "api-server", timeout=timeout, interval=0.5)
+
+    def _poll_ready(
+        self, probe: Callable[[], str | None], server: str, *, timeout: float, interval: float
+    ) -> None:
+        """Call ``probe`` (None = ready, else why not) until it says ready; fail if a component died."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
             self._raise_if_died()
             try:
-                r = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2)
-                if r.status_code == 200 and r.json()["metadatabase"]["status"] == "healthy":
+                reason = probe()
+                if reason is None:
                     return
-                last = f"HTTP {r.status_code}"
+                last = reason
             except (requests.RequestException, ValueError, KeyError) as exc:
                 last = type(exc).__name__
-            time.sleep(0.5)
+            time.sleep(interval)
         raise TimeoutError(
-            f"[{self.name}] api-server not ready after {timeout:.0f}s ({last}); see {self.home}/logs"
+            f"[{self.name}] {server} not ready after {timeout:.0f}s ({last}); see {self.home}/logs"
         )
 
     def _raise_if_died(self) -> None:
@@ -192,6 +218,8 @@ class LocalDeployment:
         self.stop(signal.SIGKILL)
 
     # -- API helpers --------------------------------------------------------------------------
+    _runs_order = "-run_after"  # newest first
+
     def token(self) -> str:
         """A JWT for the admin user, reused until the deployment refuses it."""
         if self._token is None:
@@ -246,13 +274,17 @@ class LocalDeployment:
 
     def trigger(self, dag_id: str, run_id: str | None = None, conf: dict | None = None) -> str:
         """Start a run of ``dag_id`` now; return its run id."""
-        body = {"logical_date": None, "conf": conf or {}}
+        body = self._trigger_body(conf)
         if run_id:
             body["dag_run_id"] = run_id
         r = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"[{self.name}] trigger {dag_id} failed: HTTP {r.status_code} {r.text[:300]}")
         return r.json()["dag_run_id"]
+
+    @staticmethod
+    def _trigger_body(conf: dict | None) -> dict:
+        return {"logical_date": None, "conf": conf or {}}
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 120) -> dict:
         """Wait until the run finished (success or failed); return it."""
@@ -266,7 +298,7 @@ class LocalDeployment:
         raise TimeoutError(f"[{self.name}] run {dag_id}/{run_id} not finished after {timeout:.0f}s")
 
     def dag_runs(self, dag_id: str, limit: int = 100) -> list[dict]:
-        r = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})
+        r = self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": self._runs_order, "limit": limit})
         r.raise_for_status()
         return r.json()["dag_runs"]
 
