@@ -28,16 +28,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from astro_xdeps.outbox.store import OutboxError
 from astro_xdeps.relay.events import DAG_RUN_MISSED_DEADLINE, DEADLINE_SOURCE, StateEvent
 from astro_xdeps.relay.rules import Rule
+from astro_xdeps.relay.state import CompanionTables
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +112,11 @@ def _insert_ignore(conn: sa.Connection, values: dict) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
-class DeadlineState:
+class DeadlineState(CompanionTables):
     """The durable decisions of deadline rules; safe across threads, processes and replicas."""
 
     def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
-        self._engine = engine
-        self._write_engine = write_engine or engine
-        with self._db("create the deadlines table"), self._write_engine.begin() as conn:
-            _metadata.create_all(conn, checkfirst=True)
-
-    @contextmanager
-    def _db(self, op: str) -> Iterator[None]:
-        try:
-            yield
-        except sa.exc.SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise OutboxError(f"The relay could not {op}: {reason}") from exc
+        super().__init__(engine, write_engine, _metadata, "deadlines")
 
     def _row(self, conn: sa.Connection, rule: str, deadline: int) -> sa.Row | None:
         t = deadlines_table

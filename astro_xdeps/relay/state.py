@@ -51,24 +51,44 @@ def select_firing(rule: Rule, matches: dict[int, list[T]]) -> list[T] | None:
     return [m for i in sorted(satisfied) for m in matches[i][-rule.conditions[i].count :]]
 
 
-class RelayState:
-    """Records matches of stateful rules and decides, atomically, when one fires."""
+def _pending(rule: Rule, now: float) -> tuple[sa.ColumnElement[bool], ...]:
+    """Where-clauses for the unconsumed matches of ``rule`` inside its window."""
+    assert rule.within_seconds is not None
+    t = state_table
+    return (t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at >= now - rule.within_seconds)
 
-    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
+
+class CompanionTables:
+    """A relay table beside the outbox's: read and write engines, created on first use, and
+    database errors turned into OutboxError (the relay answers 503: retry), like the outbox's own."""
+
+    _subject = "The relay"  # how an error message names this store
+
+    def __init__(
+        self, engine: sa.Engine, write_engine: sa.Engine | None, metadata: sa.MetaData, table: str
+    ) -> None:
         self._engine = engine
         self._write_engine = write_engine or engine
-        self._lock = threading.Lock()
-        with self._db("create the relay state table"), self._write_engine.begin() as conn:
-            _metadata.create_all(conn, checkfirst=True)
+        with self._db(f"create the {table} table"), self._write_engine.begin() as conn:
+            metadata.create_all(conn, checkfirst=True)
 
     @contextmanager
     def _db(self, op: str) -> Iterator[None]:
-        """Database errors become OutboxError (the relay answers 503: retry), like the outbox's own."""
         try:
             yield
         except sa.exc.SQLAlchemyError as exc:
             reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise OutboxError(f"The relay state could not {op}: {reason}") from exc
+            raise OutboxError(f"{self._subject} could not {op}: {reason}") from exc
+
+
+class RelayState(CompanionTables):
+    """Records matches of stateful rules and decides, atomically, when one fires."""
+
+    _subject = "The relay state"
+
+    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
+        self._lock = threading.Lock()
+        super().__init__(engine, write_engine, _metadata, "relay state")
 
     def record(
         self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
@@ -124,7 +144,7 @@ class RelayState:
                         )
             rows = conn.execute(
                 sa.select(t.c.condition, t.c.event_id, t.c.occurred_at, t.c.event)
-                .where(t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at >= window_start)
+                .where(*_pending(rule, now))
                 .order_by(t.c.occurred_at, t.c.event_id)
             ).all()
             per_condition: dict[int, list[sa.Row]] = {}
@@ -149,16 +169,9 @@ class RelayState:
 
     def pending(self, rule: Rule, now: float) -> dict[int, list[str]]:
         """Unconsumed event ids per condition inside the window (for ``relay explain``)."""
-        assert rule.within_seconds is not None
         t = state_table
         with self._db("read pending events"), self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.condition, t.c.event_id).where(
-                    t.c.rule == rule.name,
-                    t.c.consumed.is_(False),
-                    t.c.occurred_at >= now - rule.within_seconds,
-                )
-            ).all()
+            rows = conn.execute(sa.select(t.c.condition, t.c.event_id).where(*_pending(rule, now))).all()
         out: dict[int, list[str]] = {}
         for row in rows:
             out.setdefault(row.condition, []).append(row.event_id)
@@ -166,16 +179,11 @@ class RelayState:
 
     def pending_events(self, rule: Rule, now: float) -> dict[int, list[StateEvent]]:
         """The unconsumed events per condition inside the window, oldest first (for explain)."""
-        assert rule.within_seconds is not None
         t = state_table
         with self._db("read pending events"), self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.c.condition, t.c.event)
-                .where(
-                    t.c.rule == rule.name,
-                    t.c.consumed.is_(False),
-                    t.c.occurred_at >= now - rule.within_seconds,
-                )
+                .where(*_pending(rule, now))
                 .order_by(t.c.occurred_at, t.c.event_id)
             ).all()
         out: dict[int, list[StateEvent]] = {}
@@ -185,16 +193,9 @@ class RelayState:
 
     def latest_pending(self, rule: Rule, now: float) -> dict[int, StateEvent]:
         """The latest unconsumed event per condition inside the window, as ``record`` would pick it."""
-        assert rule.within_seconds is not None
         t = state_table
         with self._db("read pending events"), self._engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.c.condition, t.c.event)
-                .where(
-                    t.c.rule == rule.name,
-                    t.c.consumed.is_(False),
-                    t.c.occurred_at >= now - rule.within_seconds,
-                )
-                .order_by(t.c.occurred_at)
+                sa.select(t.c.condition, t.c.event).where(*_pending(rule, now)).order_by(t.c.occurred_at)
             ).all()
         return {row.condition: StateEvent.from_dict(json.loads(row.event)) for row in rows}
