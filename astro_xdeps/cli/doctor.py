@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
 from astro_xdeps.client import DeploymentClient
 from astro_xdeps.exceptions import ConfigError, NotFoundError, XdepsError
 
@@ -121,3 +122,19 @@ def run_doctor(
     checks = run_checks(client, assets=assets, dags=dags)
     render(checks, f"{conn_id} ({client.config.base_url})", out)
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    doctor = sub.add_parser("doctor", help="check that a target deployment is reachable and usable")
+    add_conn_id(doctor)
+    doctor.add_argument(
+        "--asset", action="append", default=[], metavar="URI", help="check the asset exists there"
+    )
+    doctor.add_argument(
+        "--dag", action="append", default=[], metavar="DAG_ID", help="check the DAG exists, unpaused"
+    )
+    doctor.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_doctor(args.conn_id, assets=args.asset, dags=args.dag)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import uuid
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
 from astro_xdeps.exceptions import ConfigError, XdepsError
 
 EVENT_ID_KEY = "xdeps_event_id"
@@ -56,3 +57,28 @@ def run_emit(
         f"created asset event {event.get('id')} for {uri} in {conn_id} (xdeps_event_id {event_id})\n"
     )
     return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    emit = sub.add_parser("emit", help="create one asset event in the target deployment now")
+    add_conn_id(emit)
+    emit.add_argument("uri", help="the asset's uri in the target deployment")
+    emit.add_argument("--extra", default="{}", metavar="JSON", help="JSON object stored as the event's extra")
+    emit.add_argument("--partition-key", default=None, help="partition key (Airflow 3.2+ targets)")
+    emit.add_argument(
+        "--event-id",
+        default=None,
+        help="stable id for this event (default: a new UUID); a retried emit with the same id "
+        "is not created twice after an ambiguous failure",
+    )
+    emit.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_emit(
+        args.conn_id,
+        args.uri,
+        extra_json=args.extra,
+        partition_key=args.partition_key,
+        event_id=args.event_id,
+    )

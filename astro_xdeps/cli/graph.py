@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the asset events this deployment received (reading them needs the Airflow metadata DB)",
     )
+    graph.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
@@ -147,6 +148,24 @@ def run_drain(outbox: Outbox, out: TextIO, *, follow: bool, timeout: float | Non
     stopped.wait(timeout)
     worker.stop()
     return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    outbox = sub.add_parser("outbox", help="inspect and operate the outbox of this deployment")
+    outbox.set_defaults(func=main)
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    status = outbox_sub.add_parser("status", help="counts per target and state, oldest age, last error")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    listing = outbox_sub.add_parser("list", help="list items")
+    listing.add_argument("--state", choices=["pending", "delivered", "dead"], default=None)
+    listing.add_argument("--target", default=None, help="only items for this connection id")
+    listing.add_argument("--limit", type=int, default=50)
+    retry = outbox_sub.add_parser("retry", help="queue dead (or waiting) items for delivery now")
+    retry.add_argument("ids", nargs="*", type=int, help="item ids")
+    retry.add_argument("--all-dead", action="store_true", help="every dead item")
+    drain = outbox_sub.add_parser("drain", help="deliver due items from this process")
+    drain.add_argument("--follow", action="store_true", help="keep running as a standalone delivery worker")
+    drain.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
 
 def main(args) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import TextIO
@@ -114,6 +115,27 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    relay = sub.add_parser("relay", help="the state-based trigger relay")
+    relay.set_defaults(func=main)
+    relay_sub = relay.add_subparsers(dest="relay_command", metavar="ACTION", required=True)
+    serve = relay_sub.add_parser("serve", help="run the relay's HTTP endpoint and delivery worker")
+    serve.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    check = relay_sub.add_parser("check", help="validate a rules file")
+    check.add_argument("config", help="rules file (YAML or JSON)")
+    explain = relay_sub.add_parser("explain", help="which rules an event matches and what they would do")
+    explain.add_argument("event", help="the event as JSON, or @file")
+    explain.add_argument("--config", required=True, help="rules file (YAML or JSON)")
+    explain.add_argument(
+        "--source",
+        default=None,
+        help="the configured source the event comes through (run ids count per source); "
+        "default: the only source, if the file has one",
+    )
 
 
 def main(args) -> int:

@@ -252,6 +252,7 @@ def add_parser(sub: Any) -> None:
     replay.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to spend delivering (the rest stays queued)"
     )
+    replay.set_defaults(func=main)
 
 
 def main(args: Any) -> int:
