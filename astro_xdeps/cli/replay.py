@@ -51,16 +51,7 @@ def parse_when(value: str, *, now: datetime, flag: str) -> datetime:
 
 def source_event(rest: Mapping[str, Any]) -> SourceEvent:
     """An asset event as ``GET /api/v2/assets/events`` returns it, as the listener would see it."""
-    return SourceEvent(
-        uri=rest["uri"],
-        name=rest.get("name"),
-        extra=dict(rest.get("extra") or {}),
-        dag_id=rest.get("source_dag_id"),
-        task_id=rest.get("source_task_id"),
-        run_id=rest.get("source_run_id"),
-        map_index=rest.get("source_map_index"),
-        partition_key=rest.get("partition_key"),
-    )
+    return SourceEvent.from_rest(rest, uri=rest["uri"])
 
 
 def replay_event_id(deployment: str, upstream_id: int | str) -> str:

@@ -12,6 +12,7 @@ keys) plus::
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,20 @@ class SourceEvent:
     run_id: str | None = None
     map_index: int | None = None
     partition_key: str | None = None
+
+    @classmethod
+    def from_rest(cls, rest: Mapping[str, Any], *, uri: str) -> SourceEvent:
+        """An asset event as the REST API lists it (``GET .../assets/events``), as a listener sees it."""
+        return cls(
+            uri=uri,
+            name=rest.get("name"),
+            extra=dict(rest.get("extra") or {}),
+            dag_id=rest.get("source_dag_id"),
+            task_id=rest.get("source_task_id"),
+            run_id=rest.get("source_run_id"),
+            map_index=rest.get("source_map_index"),
+            partition_key=rest.get("partition_key"),
+        )
 
     @property
     def provenance(self) -> Any:

@@ -101,16 +101,7 @@ def pulled_payload(
     Same provenance shape as push forwarding (``xdeps_event_id``, ``xdeps.source``), plus the
     upstream event's id and time, plus the watermark the listener stores with the event.
     """
-    source = SourceEvent(
-        uri=event.get("uri") or uri,
-        name=event.get("name"),
-        extra=dict(event.get("extra") or {}),
-        dag_id=event.get("source_dag_id"),
-        task_id=event.get("source_task_id"),
-        run_id=event.get("source_run_id"),
-        map_index=event.get("source_map_index"),
-        partition_key=event.get("partition_key"),
-    )
+    source = SourceEvent.from_rest(event, uri=event.get("uri") or uri)
     event_id = upstream_event_id(upstream, event)
     payload = forwarded_extra(source, event_id=event_id, deployment=upstream, route="pull")
     payload["xdeps"]["source"]["event_id"] = event["id"]
