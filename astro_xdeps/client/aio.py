@@ -1,7 +1,7 @@
 """The async client the triggers use: httpx (shipped with Airflow 3), same rules as the sync one.
 
 Same auth (static token, JWT login with one re-login on 401, basic), same error classes and
-retry classification (``error_for_response``, ``_is_retryable``), same ``Retry-After``
+retry policy (``error_for_response``, ``retry_policy``, ``token_from_login``), same ``Retry-After``
 handling, timeouts and secret scrubbing: those are imported from the sync client, and paths
 come from :mod:`astro_xdeps.client.common`. Only sending differs.
 """
@@ -17,9 +17,6 @@ from urllib.parse import quote
 import httpx
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -27,7 +24,7 @@ from astro_xdeps import __version__
 from astro_xdeps.client import common
 from astro_xdeps.client.api import Asset
 from astro_xdeps.client.config import DeploymentConfig
-from astro_xdeps.client.http import RetryMode, _is_retryable, _wait_with_retry_after, error_for_response
+from astro_xdeps.client.http import RetryMode, error_for_response, retry_policy, token_from_login
 from astro_xdeps.exceptions import NotFoundError, RequestRejected, TransientError
 
 log = logging.getLogger(__name__)
@@ -86,17 +83,7 @@ class AsyncTransport:
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, common.LOGIN_CALL, sent=False) from exc
-        status = response.status_code
-        if status not in (200, 201):
-            err = error_for_response(
-                response, deployment=self.config.name, call=common.LOGIN_CALL, secrets=self.config.secrets
-            )
-            raise common.login_refused(err, deployment=self.config.name, status=status) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        self._jwt = common.login_token(body, deployment=self.config.name, status=status)
+        self._jwt = token_from_login(response, self.config)
         return self._jwt
 
     def _transport_error(self, exc: httpx.HTTPError, call: str, *, sent: bool) -> TransientError:
@@ -155,21 +142,7 @@ class AsyncTransport:
 
     def retrying(self, mode: RetryMode = "all", retries: int | None = None) -> AsyncRetrying:
         return AsyncRetrying(
-            stop=stop_after_attempt((self.config.retries if retries is None else retries) + 1),
-            wait=_wait_with_retry_after(self._backoff),
-            retry=retry_if_exception(_is_retryable(mode)),
-            before_sleep=self._log_retry,
-            sleep=self._sleep,
-            reraise=True,
-        )
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "Retrying in %.1fs (attempt %d failed): %s",
-            state.next_action.sleep if state.next_action else 0.0,
-            state.attempt_number,
-            exc,
+            **retry_policy(self.config, self._backoff, mode, retries, log), sleep=self._sleep
         )
 
     async def aclose(self) -> None:

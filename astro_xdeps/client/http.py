@@ -99,6 +99,22 @@ def error_for_response(
     return RequestRejected("The deployment rejected the request", **kw)
 
 
+def token_from_login(response: requests.Response, config: DeploymentConfig) -> str:
+    """The JWT in an answer of ``POST /auth/token`` (a requests or an httpx response), or the
+    AuthError that says why there is none."""
+    status = response.status_code
+    if status not in (200, 201):
+        err = error_for_response(
+            response, deployment=config.name, call=common.LOGIN_CALL, secrets=config.secrets
+        )
+        raise common.login_refused(err, deployment=config.name, status=status) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return common.login_token(body, deployment=config.name, status=status)
+
+
 def _is_retryable(mode: RetryMode) -> Callable[[BaseException], bool]:
     def check(exc: BaseException) -> bool:
         if not isinstance(exc, TransientError) or mode == "none":
@@ -116,6 +132,34 @@ def _wait_with_retry_after(backoff: wait_exponential_jitter) -> Callable[[RetryC
         return max(base, retry_after) if retry_after else base
 
     return wait
+
+
+def retry_policy(
+    config: DeploymentConfig,
+    backoff: wait_exponential_jitter,
+    mode: RetryMode,
+    retries: int | None,
+    logger: logging.Logger,
+) -> dict[str, Any]:
+    """Keyword arguments of the retry loop both clients run (``Retrying`` / ``AsyncRetrying``):
+    backoff with jitter, ``Retry-After`` honoured, each retry logged to ``logger``."""
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "Retrying in %.1fs (attempt %d failed): %s",
+            state.next_action.sleep if state.next_action else 0.0,
+            state.attempt_number,
+            exc,
+        )
+
+    return {
+        "stop": stop_after_attempt((config.retries if retries is None else retries) + 1),
+        "wait": _wait_with_retry_after(backoff),
+        "retry": retry_if_exception(_is_retryable(mode)),
+        "before_sleep": log_retry,
+        "reraise": True,
+    }
 
 
 class Transport:
@@ -162,17 +206,7 @@ class Transport:
             )
         except requests.RequestException as exc:
             raise self._transport_error(exc, common.LOGIN_CALL, sent=False) from exc
-        status = response.status_code
-        if status not in (200, 201):
-            err = error_for_response(
-                response, deployment=self.config.name, call=common.LOGIN_CALL, secrets=self.config.secrets
-            )
-            raise common.login_refused(err, deployment=self.config.name, status=status) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        self._jwt = common.login_token(body, deployment=self.config.name, status=status)
+        self._jwt = token_from_login(response, self.config)
         return self._jwt
 
     @property
@@ -263,23 +297,8 @@ class Transport:
         return self.retrying(retry, retries)(attempt)
 
     def retrying(self, mode: RetryMode = "all", retries: int | None = None) -> Retrying:
-        """The retry loop every call goes through: backoff with jitter, ``Retry-After`` honoured."""
-        return Retrying(
-            stop=stop_after_attempt((self.config.retries if retries is None else retries) + 1),
-            wait=_wait_with_retry_after(self._backoff),
-            retry=retry_if_exception(_is_retryable(mode)),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "Retrying in %.1fs (attempt %d failed): %s",
-            state.next_action.sleep if state.next_action else 0.0,
-            state.attempt_number,
-            exc,
-        )
+        """The retry loop every call goes through (see :func:`retry_policy`)."""
+        return Retrying(**retry_policy(self.config, self._backoff, mode, retries, log))
 
     def close(self) -> None:
         self.session.close()
