@@ -22,6 +22,11 @@ if AIRFLOW_V_3_0_PLUS:
 else:  # pragma: no cover - Airflow 2.x
     from airflow.notifications.basenotifier import BaseNotifier  # type: ignore[no-redef]
 
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk.exceptions import TaskDeferred
+else:  # pragma: no cover - Airflow 2.x
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
+
 try:
     from airflow.sdk.exceptions import AirflowNotFoundException
 except ImportError:  # pragma: no cover - Airflow 2.x
@@ -63,6 +68,7 @@ __all__ = [
     "BaseOperatorLink",
     "BaseSensorOperator",
     "BaseTrigger",
+    "TaskDeferred",
     "TriggerEvent",
     "XCom",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from astro_xdeps.outbox.sa_compat import make_url
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def losses_path() -> Path:
     from astro_xdeps import settings
 
     try:
-        url = sa.make_url(settings.outbox_url())
+        url = make_url(settings.outbox_url())
         if url.get_backend_name() == "sqlite" and url.database and not url.query.get("uri"):
             return Path(url.database).expanduser().resolve().parent / LOSSES_FILENAME
     except Exception:  # a bad URL is reported by the outbox itself; count the loss anyway

@@ -301,10 +301,12 @@ class Outbox:
             sa.update(t)
             .where(t.c.id.in_(list(ids)), t.c.state == PENDING, t.c.lease_owner == owner)
             .values(lease_until=lease_until, next_attempt_at=lease_until)
-            .returning(t.c.id)
         )
         with self._transaction("renew leases", write=True) as conn:
-            return set(conn.execute(stmt).scalars())
+            rows = update_returning(
+                conn, stmt, t, t.c.id.in_(list(ids)), t.c.lease_owner == owner, t.c.lease_until == lease_until
+            )
+        return {row.id for row in rows}
 
     def mark_delivered(self, item_id: int, owner: str, result: Any = None) -> bool:
         """Record that the downstream confirmed the item; ``result`` is any JSON value to keep.

@@ -134,8 +134,7 @@ class RelayJournal:
         try:
             with self._write_engine.begin() as conn:
                 new_id = conn.execute(
-                    sa.insert(t)
-                    .values(
+                    sa.insert(t).values(
                         received_at=now,
                         event_id=event.id[:250],
                         type=event.type,
@@ -146,8 +145,7 @@ class RelayJournal:
                         door=str(door)[:64] if door else None,
                         outcome=json.dumps(decision),
                     )
-                    .returning(t.c.id)
-                ).scalar_one()
+                ).inserted_primary_key[0]
                 if new_id % 100 == 0:
                     conn.execute(sa.delete(t).where(t.c.id <= new_id - KEEP))
         except sa.exc.SQLAlchemyError as exc:

@@ -51,3 +51,19 @@ def _airflow2_connection_table() -> None:
     from airflow.models.connection import Connection
 
     Connection.__table__.create(settings.engine, checkfirst=True)
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers() -> Iterator[None]:
+    """Undo what an in-process ``astro-xdeps`` call adds to the root logger.
+
+    The CLI's ``logging.basicConfig`` binds a handler to the ``sys.stderr`` of the test that ran
+    it; pytest closes that stream afterwards, and a later test's log record would hit it.
+    """
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

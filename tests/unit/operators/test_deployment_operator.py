@@ -152,7 +152,7 @@ def test_trigger_errors_fail_the_task_with_a_clear_message(
 
 
 def test_wait_for_completion_defers_on_the_triggered_run(rsps: responses.RequestsMock) -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    from astro_xdeps.version_compat import TaskDeferred
 
     rsps.post(RUNS, json={})
     ti = TI()

@@ -96,7 +96,7 @@ def test_a_run_without_logical_date_needs_run_id_or_latest_after() -> None:
 
 
 def test_deferrable_execute_defers_to_the_trigger_with_the_resolved_run() -> None:
-    from airflow.sdk.exceptions import TaskDeferred
+    from astro_xdeps.version_compat import TaskDeferred
 
     s = sensor(external_task_id="t", map_index=1, poke_interval=7, timeout=60)
     with pytest.raises(TaskDeferred) as deferred:

@@ -15,7 +15,12 @@ from astro_xdeps.exceptions import AuthError, ConfigError
 from astro_xdeps.forwarding import pull
 from astro_xdeps.triggers import deployment as triggers
 from astro_xdeps.triggers.deployment import DeploymentAssetEventTrigger, DeploymentDagRunTrigger
+from astro_xdeps.version_compat import AIRFLOW_V_3_3_PLUS
 from tests.unit.client.test_client_aio import Server, resp
+
+needs_3_3 = pytest.mark.skipif(
+    not AIRFLOW_V_3_3_PLUS, reason="the asset watcher needs Airflow 3.3+ (its asset state store)"
+)
 
 BASE = "https://up.example"
 CONFIG = DeploymentConfig(name="xdeps_up", base_url=BASE, token="tok-secret-123", api_version="v2", retries=0)
@@ -257,6 +262,7 @@ def watcher(store: Accessor, **kw: Any) -> DeploymentAssetEventTrigger:
     return t
 
 
+@needs_3_3
 def test_watcher_starts_after_existing_events_and_emits_new_ones_with_provenance() -> None:
     store = Accessor()
     server = watcher_server([ev(1, 1)], [ev(1, 1), ev(2, 5), ev(3, 5)], recent=[ev(1, 1)])
@@ -278,6 +284,7 @@ def test_watcher_starts_after_existing_events_and_emits_new_ones_with_provenance
     assert set(payloads[1][pull.PULL_KEY]["watermark"]["seen"]) == {"1", "2", "3"}
 
 
+@needs_3_3
 def test_watcher_resumes_from_the_stored_watermark_without_repeats() -> None:
     key = pull.state_key("xdeps_up", "s3://up/a")
     mark = pull.Watermark().advance(ev(1, 1), 300).advance(ev(2, 5), 300)
@@ -291,6 +298,7 @@ def test_watcher_resumes_from_the_stored_watermark_without_repeats() -> None:
     assert q["timestamp_gte"] == "2025-12-31T23:55:05+00:00"
 
 
+@needs_3_3
 def test_watcher_start_from_beginning_emits_history() -> None:
     store = Accessor()
     server = watcher_server([ev(1, 1), ev(2, 2)])
@@ -298,6 +306,7 @@ def test_watcher_start_from_beginning_emits_history() -> None:
     assert [p["xdeps"]["source"]["event_id"] for p in payloads] == [1, 2]
 
 
+@needs_3_3
 def test_watcher_rides_out_5xx_and_raises_on_auth_errors() -> None:
     store = Accessor({pull.state_key("xdeps_up", "s3://up/a"): pull.Watermark().to_json()})
     server = Server()
@@ -324,11 +333,13 @@ def test_watcher_rides_out_5xx_and_raises_on_auth_errors() -> None:
         ({"uri": "s3://a", "xdeps_conn_id": ""}, "xdeps_conn_id must"),
     ],
 )
+@needs_3_3
 def test_watcher_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         DeploymentAssetEventTrigger(**kwargs)
 
 
+@needs_3_3
 def test_watcher_serialize_round_trips() -> None:
     t = DeploymentAssetEventTrigger(
         uri="s3://a", xdeps_conn_id="c", poll_interval=5, lookback=60, start_from="beginning"

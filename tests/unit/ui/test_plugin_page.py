@@ -8,7 +8,12 @@ from astro_xdeps import version_compat
 from astro_xdeps.plugins import xdeps
 from astro_xdeps.ui.mount import LazyPageApp, page_href
 
+needs_3_1 = pytest.mark.skipif(
+    not version_compat.AIRFLOW_V_3_1_PLUS, reason="the page is an external view: Airflow 3.1+"
+)
 
+
+@needs_3_1
 def test_the_page_is_an_external_view_served_by_a_lazy_app(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW__ASTRO_XDEPS__UI", raising=False)
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://localhost:8080")
@@ -39,6 +44,7 @@ def test_turned_off_or_before_airflow_3_1_there_is_no_page(monkeypatch: pytest.M
     assert xdeps._page() == ([], [])
 
 
+@needs_3_1
 def test_the_installed_plugin_carries_the_page() -> None:
     assert "/xdeps/ui" in [a["url_prefix"] for a in xdeps.XdepsPlugin.fastapi_apps]
     assert xdeps.XdepsPlugin.external_views[0]["url_route"] == "xdeps"
