@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "dags" / "examples"
 TEST_DAGS = Path(__file__).with_name("dags")
 RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!").decode()
-# The deadline rules' deadline: this long after the deployments start, in Europe/Berlin; their
-# window opens DEADLINE_WINDOW before it (after the scheduler's clock has started watching).
-DEADLINE_AFTER = timedelta(minutes=6)
+# The deadline rules' deadline: this long after the deadline test rewrites the rules and restarts
+# the upstream scheduler (the session's own start is too far from when the test is reached), in
+# Europe/Berlin; their window opens DEADLINE_WINDOW before it, after the new scheduler started.
+DEADLINE_AFTER = timedelta(minutes=5)
 DEADLINE_WINDOW = timedelta(minutes=3)
 DEADLINE_GRACE_SECONDS = 5
 # Upstream's routes: the partition test's asset goes with a mapped partition key; the other
@@ -44,8 +46,8 @@ UPSTREAM_ROUTES = json.dumps(
         {"name": "default", "match": {"uri": "file://*"}, "targets": ["xdeps_default"]},
     ]
 )
-# Set by the pair fixture: the deadline instant (UTC) of this session's deadline rules.
-DEADLINE: dict[str, datetime] = {}
+# The deadline instant (UTC) of the deadline rules now in force, and the rules file ("path").
+DEADLINE: dict[str, Any] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -155,7 +157,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     try:
         for d in (up, down):
             d.prepare()
-        DEADLINE["at"] = write_relay_config(base / "relay.yaml", datetime.now(timezone.utc))
+        # Until the deadline test moves it, the deadline lies 12 h ahead: nothing fires before.
+        DEADLINE["path"] = base / "relay.yaml"
+        DEADLINE["at"] = write_relay_config(
+            DEADLINE["path"], datetime.now(timezone.utc) + timedelta(hours=12)
+        )
         for d in (up, down):
             for component in COMPONENTS:
                 d.start_component(component)

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     DEADLINE_WINDOW,
     UPSTREAM_ROUTES,
     run_cli,
+    write_relay_config,
 )
 
 PARTITIONED = "file://include/partitioned_bears"
@@ -50,15 +51,15 @@ def _sleep_until(when: datetime) -> None:
         time.sleep(wait)
 
 
-@pytest.mark.timeout(1200)  # waits for the session's deadline
+@pytest.mark.timeout(1200)  # waits for the deadline it sets, a few minutes ahead
 def test_a_missed_deadline_runs_the_downstream_dag_once_and_a_kept_one_does_not(upstream, downstream):
-    deadline: datetime = DEADLINE["at"]
+    # The deadline moves to a few minutes from now; the restarted scheduler's clock watches it
+    # (and the restart is one the decisions must survive).
+    deadline: datetime = write_relay_config(DEADLINE["path"], datetime.now(timezone.utc))
+    DEADLINE["at"] = deadline
+    upstream.stop_component("scheduler")
+    upstream.start_component("scheduler")
     opens = deadline - DEADLINE_WINDOW
-    if datetime.now(timezone.utc) > deadline - timedelta(seconds=90):
-        pytest.fail(
-            f"the session reached this test at {datetime.now(timezone.utc):%H:%M:%S}, too close to its "
-            f"deadline {deadline:%H:%M:%S} UTC to run deadline_met in time; raise DEADLINE_AFTER"
-        )
     _sleep_until(opens + timedelta(seconds=5))
     kept = upstream.trigger("deadline_met", run_id=f"kept_{uuid.uuid4().hex[:8]}")
     assert upstream.wait_for_run("deadline_met", kept, timeout=180)["state"] == "success"
@@ -119,7 +120,7 @@ def _events_of_runs(deployment, uri: str, run_ids: set[str]) -> list[dict]:
     ]
 
 
-def _wait_events(deployment, uri: str, run_ids: set[str], *, count: int, timeout: float = 120) -> list[dict]:
+def _wait_events(deployment, uri: str, run_ids: set[str], *, count: int, timeout: float = 240) -> list[dict]:
     deadline = time.monotonic() + timeout
     events: list[dict] = []
     while time.monotonic() < deadline:
@@ -208,7 +209,9 @@ def test_replay_after_losing_the_upstream_outbox_sends_every_missing_event_once(
 
     first = _replay(upstream, downstream, since)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "enqueued 2" in first.stdout and "delivered 2" in first.stdout, first.stdout
+    # It delivers what it can at once; what the just-restarted downstream answers with a 5xx stays
+    # in the outbox and the deployment's own worker delivers it, as with any other item.
+    assert "enqueued 2" in first.stdout, first.stdout
     events = _wait_events(downstream, BEARS, runs, count=2)
     assert sorted(e["extra"]["xdeps"]["source"]["run_id"] for e in events) == sorted(runs)
 

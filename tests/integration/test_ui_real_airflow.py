@@ -145,42 +145,33 @@ def _wait_item(deployment, token: str, item_id: int, state: str, timeout: float 
     raise AssertionError(f"item {item_id} not {state} after {timeout:.0f}s: {item}")
 
 
-def _give_up_on(upstream, downstream, item_id: int, timeout: float = 120) -> dict:
-    """Let the real delivery worker give up on the item, as it does once its retry horizon passed.
+def _give_up_on(upstream, downstream, item_id: int, timeout: float = 180) -> dict:
+    """Let the deployment's own delivery worker give up on the item, as it does once the retry
+    horizon (3 days) has passed since the item was enqueued.
 
-    A :class:`DeliveryWorker` with a zero horizon works on the upstream's outbox beside the
-    deployment's own workers (3-day horizon). The item is due only for moments between their
-    tries, so this one claims in a tight loop; when it wins, it sends to the real downstream, gets
-    the real 404 and marks the item dead with that error.
+    The item is moved 4 days into the past (its ``created_at``, nothing else); at its next try the
+    real worker gets the real 404 from the real downstream and marks it dead with that error.
     """
-    from astro_xdeps.client import DeploymentClient
-    from astro_xdeps.client.config import DeploymentConfig
-    from astro_xdeps.outbox import Outbox
-    from astro_xdeps.outbox.worker import ClientPool, DeliveryWorker
+    import sqlite3
 
-    config = DeploymentConfig(
-        name="xdeps_default",
-        base_url=downstream.url,
-        username="admin",
-        password=downstream.password,
-        retries=0,
-    )
-    outbox = Outbox.sqlite(upstream.home / "xdeps_outbox.db")
-    worker = DeliveryWorker(
-        outbox, clients=ClientPool(lambda _target: DeploymentClient(config)), retry_horizon=0.0, concurrency=1
-    )
+    from astro_xdeps.outbox import Outbox
+
+    path = upstream.home / "xdeps_outbox.db"
+    with Outbox.sqlite(path) as outbox:
+        table = outbox.table_name
+    db = sqlite3.connect(path, timeout=30)
     try:
+        with db:
+            db.execute(f"UPDATE {table} SET created_at = created_at - 4 * 86400 WHERE id = ?", (item_id,))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            worker.deliver_due()
-            item = outbox.get(item_id)
-            if item is not None and item.state == "dead":
-                return item.__dict__
-            time.sleep(0.05)
+            row = db.execute(f"SELECT state FROM {table} WHERE id = ?", (item_id,)).fetchone()
+            if row is not None and row[0] == "dead":
+                with Outbox.sqlite(path) as outbox:
+                    return outbox.get(item_id).__dict__
+            time.sleep(1)
     finally:
-        worker.stop()
-        worker.clients.close()
-        outbox.close()
+        db.close()
     raise AssertionError(f"item {item_id} did not become dead after {timeout:.0f}s")
 
 
