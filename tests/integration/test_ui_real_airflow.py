@@ -218,10 +218,10 @@ def test_page_in_the_airflow_ui(upstream, downstream, browser) -> None:
     dead_run = upstream.trigger("ui_producer", run_id=f"ui_dead_{uuid.uuid4().hex[:8]}")
     assert upstream.wait_for_run("ui_producer", dead_run)["state"] == "success"
     dead = _give_up_on(upstream, downstream, _find_item(upstream, admin, dead_run)["id"])
-    assert "gave up after 0 h of retries" in dead["last_error"]
+    assert "gave up after 72 h of retries" in dead["last_error"]
     dead = _api(upstream, f"api/items/{dead['id']}", admin).json()
     assert dead["last_error_plain"] == (
-        f"gave up after 0 h of retries; last: downstream has no asset '{UI_BEARS}' yet: deploy a DAG there that uses it"
+        f"gave up after 72 h of retries; last: downstream has no asset '{UI_BEARS}' yet: deploy a DAG there that uses it"
     )
 
     # 4. An admin logs in and opens Browse -> Cross-deployment: the page inside the Airflow UI.
