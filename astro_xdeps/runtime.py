@@ -1,8 +1,12 @@
-"""Per-process state: the outbox, the forwarding plan, the delivery worker. Created lazily, once.
+"""Per-process singletons: the outbox, the forwarding plan, the relay engine, the delivery worker
+and the deadline clock. Each is created lazily, once per process.
 
 Listeners call :func:`forwarding_plan` and :func:`get_outbox` on Airflow's hot path, so both
 are cached for the life of the process (Airflow's config does not change under a running
-process either). :func:`reset` clears everything, for tests and after a fork.
+process either). A forked child starts with none of them (``os.register_at_fork``): it inherits
+neither the worker thread nor safe DB connections. :func:`reset` stops and forgets everything,
+for tests. This module is the composition root: it builds relay and outbox objects; neither
+imports it back.
 """
 
 from __future__ import annotations
@@ -11,28 +15,21 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from astro_xdeps import settings
-from astro_xdeps.forwarding.routes import (
-    Route,
-    all_targets,
-    default_routes,
-    load_routes_file,
-    load_routes_text,
-)
+from astro_xdeps.forwarding.plan import ForwardingPlan, build_forwarding_plan
 from astro_xdeps.outbox.store import Outbox
 
 if TYPE_CHECKING:  # imported where used: the plugin loads in every Airflow process
     from astro_xdeps.outbox.worker import DeliveryWorker
+    from astro_xdeps.relay.app import RelayRuntime
     from astro_xdeps.relay.deadlines import DeadlineClock
     from astro_xdeps.relay.engine import RelayEngine
 
 log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
-_pid: int | None = None
 _outbox: Outbox | None = None
 _worker: DeliveryWorker | None = None
 _plan: ForwardingPlan | None = None
@@ -47,69 +44,20 @@ _in_task = False
 _TASK_MARKERS = frozenset({"TaskCommandMarker", "TaskRunnerMarker"})
 
 
-@dataclass(frozen=True)
-class ForwardingPlan:
-    """Everything the asset listener needs to decide, without I/O, where an event goes."""
-
-    enabled: bool
-    routes: tuple[Route, ...]
-    deployment: str
-    max_hops: int
-    reason: str
+def _forget_after_fork() -> None:
+    """In a forked child: drop the parent's singletons (never stop or close them: they are the
+    parent's), and take a fresh lock in case another thread held it at the fork."""
+    global _lock, _outbox, _worker, _plan, _relay, _clock
+    _lock = threading.RLock()
+    _outbox, _worker, _plan, _relay, _clock = None, None, None, None, None
 
 
-def build_forwarding_plan() -> ForwardingPlan:
-    """Read the options once. Raises :class:`ConfigError` on invalid routes."""
-    conn_id = settings.get("conn_id")
-    routes: list[Route] = []
-    if settings.get("routes"):
-        routes += load_routes_text(settings.get("routes"), source="[astro_xdeps] routes")
-    if settings.get("routes_file"):
-        routes += load_routes_file(settings.get("routes_file"))
-    mode = settings.get("forward_assets").lower()
-    if routes:
-        reason = f"{len(routes)} route(s) to {', '.join(sorted(all_targets(routes)))}"
-    else:
-        routes = default_routes(conn_id)
-        reason = f"every asset to {conn_id}"
-    if mode in ("true", "1", "yes"):
-        enabled = True
-    elif mode in ("false", "0", "no"):
-        enabled, reason = False, "forward_assets is false"
-    elif mode == "auto":
-        explicit = bool(settings.get("routes") or settings.get("routes_file"))
-        env_conn = f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
-        env_url = bool(os.environ.get("DEPLOYMENT_URL"))
-        enabled = explicit or env_conn or env_url
-        if not enabled:
-            reason = (
-                "no routes, no DEPLOYMENT_URL and no AIRFLOW_CONN_* for the default connection "
-                "(set forward_assets=true to use a connection stored in the metadata DB)"
-            )
-    else:
-        from astro_xdeps.exceptions import ConfigError
-
-        raise ConfigError(f"[astro_xdeps] forward_assets must be auto, true or false, got {mode!r}.")
-    return ForwardingPlan(
-        enabled=enabled,
-        routes=tuple(routes),
-        deployment=settings.deployment_name(),
-        max_hops=settings.get_int("max_hops"),
-        reason=reason,
-    )
-
-
-def _check_fork() -> None:
-    global _pid, _outbox, _worker, _plan, _relay, _clock
-    if _pid != os.getpid():
-        # A forked child inherits neither the worker thread nor safe DB connections.
-        _pid, _outbox, _worker, _plan, _relay, _clock = os.getpid(), None, None, None, None, None
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def forwarding_plan() -> ForwardingPlan:
     global _plan
     with _lock:
-        _check_fork()
         if _plan is None:
             _plan = build_forwarding_plan()
             log.info("astro-xdeps asset forwarding: %s (%s)", "on" if _plan.enabled else "off", _plan.reason)
@@ -119,7 +67,6 @@ def forwarding_plan() -> ForwardingPlan:
 def get_outbox() -> Outbox:
     global _outbox
     with _lock:
-        _check_fork()
         if _outbox is None:
             _outbox = Outbox.from_url(settings.outbox_url())
         return _outbox
@@ -128,34 +75,59 @@ def get_outbox() -> Outbox:
 def relay_engine() -> RelayEngine | None:
     """The relay engine of ``[astro_xdeps] relay_config``, or None when no relay is configured."""
     global _relay
-    path = settings.get("relay_config")
+    path = settings.relay_config()
     if not path:
         return None
     with _lock:
-        _check_fork()
         if _relay is None:
-            from astro_xdeps.relay.engine import RelayEngine
-            from astro_xdeps.relay.rules import load_config
-
-            _relay = RelayEngine(load_config(path), get_outbox())
+            _relay = build_relay_engine(path)
             log.info("astro-xdeps relay: %d rule(s) from %s", len(_relay.config.rules), path)
         return _relay
+
+
+def build_relay_engine(config_path: str) -> RelayEngine:
+    """A relay engine over this process's outbox, for the rules file at ``config_path``."""
+    from astro_xdeps.relay.engine import RelayEngine
+    from astro_xdeps.relay.rules import load_config
+
+    return RelayEngine(load_config(config_path), get_outbox())
+
+
+def relay_runtime(config_path: str | None = None) -> RelayRuntime:
+    """What the relay's app serves: the engine of ``config_path`` (default: ``[astro_xdeps]
+    relay_config``, the process's cached engine), waking this process's worker on new actions."""
+    from astro_xdeps.exceptions import ConfigError
+    from astro_xdeps.relay.app import RelayRuntime
+
+    engine = build_relay_engine(config_path) if config_path else relay_engine()
+    if engine is None:
+        raise ConfigError(
+            "no relay config: set [astro_xdeps] relay_config (AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG) to a file."
+        )
+    return RelayRuntime(engine=engine, on_enqueue=lambda: ensure_worker())
+
+
+def build_worker(outbox: Outbox) -> DeliveryWorker:
+    """The one way to make a delivery worker: over ``outbox``, tuned by the ``[astro_xdeps]`` options.
+
+    Used for this process's worker (:func:`get_worker`) and by ``astro-xdeps outbox drain``.
+    """
+    from astro_xdeps.outbox.worker import DeliveryWorker
+
+    return DeliveryWorker(
+        outbox,
+        concurrency=settings.target_concurrency(),
+        retry_horizon=float(settings.retry_horizon()),
+        backoff_max=float(settings.retry_max_delay()),
+        purge_after=float(settings.delivered_retention()),
+    )
 
 
 def get_worker() -> DeliveryWorker:
     global _worker
     with _lock:
-        _check_fork()
         if _worker is None:
-            from astro_xdeps.outbox.worker import DeliveryWorker
-
-            _worker = DeliveryWorker(
-                get_outbox(),
-                concurrency=settings.get_int("target_concurrency"),
-                retry_horizon=float(settings.get_int("retry_horizon")),
-                backoff_max=float(settings.get_int("retry_max_delay")),
-                purge_after=float(settings.get_int("delivered_retention")),
-            )
+            _worker = build_worker(get_outbox())
         return _worker
 
 
@@ -167,7 +139,7 @@ def ensure_worker() -> DeliveryWorker | None:
     scheduler's worker (or ``astro-xdeps outbox drain --follow``) finds the items within its
     poll interval. This is how Airflow 2's ``on_dataset_changed`` (a task-process hook) forwards.
     """
-    if not settings.get_bool("delivery_worker"):
+    if not settings.delivery_worker():
         return None
     if _in_task:
         log.debug("astro-xdeps: in a task process; the scheduler's delivery worker sends what was enqueued")
@@ -192,7 +164,6 @@ def ensure_deadline_clock(engine: RelayEngine | None = None) -> DeadlineClock | 
     if engine is None or not engine.config.deadline_rules:
         return None
     with _lock:
-        _check_fork()
         if _clock is None or not _clock.running:
             from astro_xdeps.relay.deadlines import DeadlineClock
 
@@ -200,7 +171,7 @@ def ensure_deadline_clock(engine: RelayEngine | None = None) -> DeadlineClock | 
                 if engine.tick(now).new_actions:
                     ensure_worker()
 
-            _clock = DeadlineClock(tick, interval=float(settings.get_int("deadline_tick_seconds")))
+            _clock = DeadlineClock(tick, interval=float(settings.deadline_tick_seconds()))
             _clock.start()
             log.info(
                 "astro-xdeps deadline clock started in pid %s (%d rule(s), every %gs)",
@@ -245,11 +216,11 @@ def start_worker_for_component(component: object = None) -> None:
     if _in_task or role is None:
         return
     try:
-        if settings.get("relay_config") or forwarding_plan().enabled:
+        if settings.relay_config() or forwarding_plan().enabled:
             ensure_worker()
     except Exception:
         log.exception("astro-xdeps could not start the delivery worker")
-    if role == "scheduler" and os.getpid() == _IMPORT_PID and settings.get("relay_config"):
+    if role == "scheduler" and os.getpid() == _IMPORT_PID and settings.relay_config():
         try:
             ensure_deadline_clock()
         except Exception:
@@ -257,14 +228,14 @@ def start_worker_for_component(component: object = None) -> None:
 
 
 def reset() -> None:
-    """Stop the worker and forget all per-process state."""
-    global _outbox, _worker, _plan, _pid, _relay, _clock, _in_task
+    """Stop the worker and the clock, close the outbox and forget all per-process state."""
+    global _outbox, _worker, _plan, _relay, _clock, _in_task
     with _lock:
         _in_task = False
-        if _clock is not None and _pid == os.getpid():
+        if _clock is not None:
             _clock.stop(timeout=5)
-        if _worker is not None and _pid == os.getpid():
+        if _worker is not None:
             _worker.stop(timeout=5)
-        if _outbox is not None and _pid == os.getpid():
+        if _outbox is not None:
             _outbox.close()
-        _outbox, _worker, _plan, _relay, _clock, _pid = None, None, None, None, None, os.getpid()
+        _outbox, _worker, _plan, _relay, _clock = None, None, None, None, None

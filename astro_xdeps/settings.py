@@ -1,8 +1,10 @@
 """Named options of the ``[astro_xdeps]`` config section, read lazily, one accessor each.
 
-Every option can be set in ``airflow.cfg`` or as ``AIRFLOW__ASTRO_XDEPS__<OPTION>``; the
-provider info (``provider.py``) documents them for ``airflow config list``. Nothing here is
-read at import time, so tests and long-running processes see changes without reloads.
+Every option is read through Airflow's ``conf``, so it can be set in ``airflow.cfg`` or as
+``AIRFLOW__ASTRO_XDEPS__<OPTION>`` (or ``_CMD``/``_SECRET`` where Airflow allows); the provider
+info (``provider.py``) documents them for ``airflow config list``. Nothing here is read at import
+time, so tests and long-running processes see changes without reloads. Code calls the accessor
+named after the option (``settings.relay_config()``), never a string-keyed lookup.
 """
 
 from __future__ import annotations
@@ -127,36 +129,109 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-def get(name: str) -> str:
-    """The option's value: env var, then Airflow config, then the default."""
-    option = OPTIONS[name]
-    env = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{name.upper()}")
-    if env is not None:
-        return env.strip()
-    try:
-        from airflow.configuration import conf
-
-        value = conf.get(SECTION, name, fallback=None)
-    except Exception:  # config unavailable (e.g. outside Airflow): fall back to the default
-        value = None
-    return option.default if value is None else str(value).strip()
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 
 
-def get_int(name: str) -> int:
-    value = get(name)
+def parse_bool(text: str) -> bool | None:
+    """The package's one reading of a yes/no word (any case, padded); None when it is neither."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def _get(name: str) -> str:
+    """The option's value through Airflow's config (``AIRFLOW__ASTRO_XDEPS__*``, then
+    ``airflow.cfg``), else its default; stripped."""
+    from airflow.configuration import conf
+
+    value = conf.get(SECTION, name, fallback=None)
+    return OPTIONS[name].default if value is None else str(value).strip()
+
+
+def _get_int(name: str) -> int:
+    value = _get(name)
     try:
         return int(value)
     except ValueError:
         raise ConfigError(f"[{SECTION}] {name} must be an integer, got {value!r}.") from None
 
 
-def get_bool(name: str) -> bool:
-    value = get(name).lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise ConfigError(f"[{SECTION}] {name} must be true or false, got {value!r}.")
+def _get_bool(name: str) -> bool:
+    value = _get(name)
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise ConfigError(f"[{SECTION}] {name} must be true or false, got {value!r}.")
+    return parsed
+
+
+# One accessor per option, named after it (see OPTIONS for what each means).
+
+
+def conn_id() -> str:
+    return _get("conn_id")
+
+
+def forward_assets() -> bool | None:
+    """True or False as configured; None for ``auto`` (decided by the forwarding plan)."""
+    value = _get("forward_assets")
+    if value.lower() == "auto":
+        return None
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise ConfigError(f"[{SECTION}] forward_assets must be auto, true or false, got {value!r}.")
+    return parsed
+
+
+def routes() -> str:
+    return _get("routes")
+
+
+def routes_file() -> str:
+    return _get("routes_file")
+
+
+def max_hops() -> int:
+    return _get_int("max_hops")
+
+
+def retry_horizon() -> int:
+    return _get_int("retry_horizon")
+
+
+def delivery_worker() -> bool:
+    return _get_bool("delivery_worker")
+
+
+def retry_max_delay() -> int:
+    return _get_int("retry_max_delay")
+
+
+def relay_config() -> str:
+    return _get("relay_config")
+
+
+def deadline_tick_seconds() -> int:
+    return _get_int("deadline_tick_seconds")
+
+
+def relay_metrics_token() -> str:
+    return _get("relay_metrics_token")
+
+
+def target_concurrency() -> int:
+    return _get_int("target_concurrency")
+
+
+def delivered_retention() -> int:
+    return _get_int("delivered_retention")
+
+
+def ui() -> bool:
+    return _get_bool("ui")
 
 
 def airflow_home() -> Path:
@@ -164,19 +239,13 @@ def airflow_home() -> Path:
 
 
 def outbox_url() -> str:
-    return get("outbox_url") or f"sqlite:///{airflow_home() / 'xdeps_outbox.db'}"
+    return _get("outbox_url") or f"sqlite:///{airflow_home() / 'xdeps_outbox.db'}"
 
 
 def deployment_name() -> str:
-    configured = get("deployment_name") or os.environ.get("ASTRO_DEPLOYMENT_NAMESPACE", "")
+    configured = _get("deployment_name") or os.environ.get("ASTRO_DEPLOYMENT_NAMESPACE", "")
     if configured:
         return configured
-    base_url = os.environ.get("AIRFLOW__API__BASE_URL", "")
-    if not base_url:
-        try:
-            from airflow.configuration import conf
+    from airflow.configuration import conf
 
-            base_url = conf.get("api", "base_url", fallback="") or ""
-        except Exception:
-            base_url = ""
-    return base_url or socket.gethostname()
+    return conf.get("api", "base_url", fallback="") or socket.gethostname()

@@ -100,11 +100,10 @@ def cpu_seconds() -> float:
 
 def make_items(n: int) -> list[Any]:
     """N outbox items exactly as the asset listener writes them (default route, real provenance)."""
-    from astro_xdeps import runtime
     from astro_xdeps.forwarding.payload import SourceEvent, new_event_id
-    from astro_xdeps.listeners.assets import plan_items
+    from astro_xdeps.forwarding.plan import build_forwarding_plan, plan_items
 
-    plan = runtime.build_forwarding_plan()
+    plan = build_forwarding_plan()
     if not plan.enabled:
         raise RuntimeError(f"forwarding is off in the benchmark environment: {plan.reason}")
     items = []

@@ -301,9 +301,8 @@ def parse_importtime(stderr: str) -> tuple[list[tuple[str, int, int]], list[tupl
 def listener_items(n: int, *, targets: int = 1, start: int = 0) -> list[Any]:
     """``n`` outbox items exactly as the asset listener writes them (default route)."""
     from astro_xdeps.forwarding.payload import new_event_id
+    from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
     from astro_xdeps.forwarding.routes import Route
-    from astro_xdeps.listeners.assets import plan_items
-    from astro_xdeps.runtime import ForwardingPlan
 
     plan = ForwardingPlan(
         enabled=True,
@@ -524,8 +523,8 @@ def routes_json(routes: list[Any]) -> str:
 def routes_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool | None, str]]:
     from astro_xdeps import runtime
     from astro_xdeps.forwarding.payload import new_event_id
-    from astro_xdeps.listeners.assets import forward, plan_items
-    from astro_xdeps.runtime import ForwardingPlan
+    from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
+    from astro_xdeps.listeners.assets import forward
 
     print("\n## 3. Routes and targets: per-event cost of planning and of forward()\n", flush=True)
     cases = [(r, t, am) for am in (False, True) for r in ROUTE_COUNTS for t in TARGET_COUNTS]

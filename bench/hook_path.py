@@ -346,12 +346,11 @@ def measure_noise_floor(turns: int, n: int) -> list[float]:
 
 def measure_enqueue(path: Path, n: int, warmup: int) -> list[float]:
     """``Outbox.enqueue`` of one real item (the listener's payload), nothing else in the process."""
-    from astro_xdeps import runtime
     from astro_xdeps.forwarding.payload import new_event_id
-    from astro_xdeps.listeners.assets import plan_items
+    from astro_xdeps.forwarding.plan import build_forwarding_plan, plan_items
     from astro_xdeps.outbox.store import Outbox
 
-    plan = runtime.build_forwarding_plan()
+    plan = build_forwarding_plan()
     event = source_event()
     items = [plan_items(event, plan, event_id=new_event_id()) for _ in range(n + warmup)]
     samples = []
@@ -626,7 +625,8 @@ def profile(tmp: Path, url: str, gap: float, args: argparse.Namespace) -> None:
 
     from astro_xdeps import runtime
     from astro_xdeps.forwarding.payload import new_event_id
-    from astro_xdeps.listeners.assets import forward, plan_items
+    from astro_xdeps.forwarding.plan import plan_items
+    from astro_xdeps.listeners.assets import forward
 
     set_env(outbox=tmp / "profile-off.db", url=url, worker=False)
     runtime.reset()
@@ -738,7 +738,7 @@ def _slow_call_breakdown(mode: str, db: Path, url: str, gap: float, args: argpar
         from astro_xdeps import settings
 
         cls = batched_marks_worker_class(outbox, checkpoint=True)
-        runtime._worker = cls(outbox, concurrency=settings.get_int("target_concurrency"))
+        runtime._worker = cls(outbox, concurrency=settings.target_concurrency())
     event = source_event()
     calls: list[tuple[float, float, float, float]] = []
 

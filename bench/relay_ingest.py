@@ -170,7 +170,7 @@ def relay_app(
             return await pooled(fn, *a, **kw)
 
         app_module.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
-    runtime = RelayRuntime(config=config, engine=engine, on_enqueue=None)
+    runtime = RelayRuntime(engine=engine, on_enqueue=None)
     return create_app(lambda: runtime, open_monitoring=True)  # loopback, as `relay serve` there
 
 

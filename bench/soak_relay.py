@@ -245,7 +245,7 @@ def _relay_server(outbox_path: Path, config_data: dict[str, Any]) -> Iterator[st
 
     config = parse_config(config_data)
     outbox = Outbox.sqlite(outbox_path)
-    app = create_app(lambda: RelayRuntime(config, RelayEngine(config, outbox)))  # as mounted
+    app = create_app(lambda: RelayRuntime(RelayEngine(config, outbox)))  # as mounted
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((LOCALHOST, 0))

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
+from astro_xdeps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
 from astro_xdeps.client import DeploymentClient
 from astro_xdeps.exceptions import ConfigError, NotFoundError, XdepsError
 

@@ -8,7 +8,7 @@ import sys
 import uuid
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
+from astro_xdeps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_conn_id
 from astro_xdeps.exceptions import ConfigError, XdepsError
 
 EVENT_ID_KEY = "xdeps_event_id"

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from astro_xdeps.cli import EXIT_OK
 from astro_xdeps.graph.render import FORMATS, render
 
 
@@ -27,12 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     from astro_xdeps import runtime
-    from astro_xdeps.cli.main import EXIT_OK
     from astro_xdeps.graph.sources import collect
+    from astro_xdeps.ui.queries import OutboxQueries
 
     out = out or sys.stdout
     err = err or sys.stderr
-    inputs = collect(runtime.get_outbox(), received=not args.no_received)
+    inputs = collect(OutboxQueries(runtime.get_outbox()).sample(), received=not args.no_received)
     out.write(render(inputs.graph(), args.format))
     for note in inputs.notes:
         err.write(f"note: {note}\n")

@@ -1,9 +1,4 @@
-"""``astro-xdeps``: the operator's command line.
-
-Every command that talks to a deployment takes ``--conn-id`` (default ``xdeps_default``,
-then ``DEPLOYMENT_URL``/``API_TOKEN``). Exit codes: 0 success, 1 the check or action
-failed, 2 bad usage or configuration.
-"""
+"""``astro-xdeps``'s entry point: the parser from the command modules, one handler for XdepsError."""
 
 from __future__ import annotations
 
@@ -13,17 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from astro_xdeps import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def add_conn_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--conn-id",
-        default="xdeps_default",
-        help="Airflow connection of the target deployment (default: xdeps_default, "
-        "else the DEPLOYMENT_URL and API_TOKEN environment variables)",
-    )
+from astro_xdeps.cli import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:

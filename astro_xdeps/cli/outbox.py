@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK
+from astro_xdeps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from astro_xdeps.exceptions import XdepsError
 from astro_xdeps.outbox.loss import Losses, losses_path, read_losses
 from astro_xdeps.outbox.models import Item, StatusRow
@@ -124,16 +124,9 @@ def run_retry(outbox: Outbox, out: TextIO, *, ids: list[int], all_dead: bool) ->
 
 
 def run_drain(outbox: Outbox, out: TextIO, *, follow: bool, timeout: float | None) -> int:
-    from astro_xdeps import settings
-    from astro_xdeps.outbox.worker import DeliveryWorker
+    from astro_xdeps import runtime
 
-    worker = DeliveryWorker(
-        outbox,
-        concurrency=settings.get_int("target_concurrency"),
-        retry_horizon=float(settings.get_int("retry_horizon")),
-        backoff_max=float(settings.get_int("retry_max_delay")),
-        purge_after=float(settings.get_int("delivered_retention")),
-    )
+    worker = runtime.build_worker(outbox)
     if not follow:
         stats = worker.drain(timeout=timeout)
         out.write(f"delivered {stats.delivered}, to retry later {stats.retried}, dead {stats.dead}\n")
@@ -186,6 +179,6 @@ def main(args) -> int:
     if args.outbox_command == "retry":
         if not args.ids and not args.all_dead:
             sys.stderr.write("astro-xdeps outbox retry: give item ids or --all-dead\n")
-            return 2
+            return EXIT_USAGE
         return run_retry(outbox, out, ids=args.ids, all_dead=args.all_dead)
     return run_drain(outbox, out, follow=args.follow, timeout=args.timeout)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from astro_xdeps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from astro_xdeps.exceptions import ConfigError, XdepsError
 
 
@@ -88,10 +88,10 @@ def run_serve(path: str, host: str, port: int) -> int:
     import uvicorn
 
     from astro_xdeps import runtime
-    from astro_xdeps.relay.app import create_app, runtime_from_settings
+    from astro_xdeps.relay.app import create_app
 
     try:
-        rt = runtime_from_settings(path)
+        rt = runtime.relay_runtime(path)
     except XdepsError as exc:
         sys.stderr.write(f"astro-xdeps relay serve: {exc}\n")
         return EXIT_USAGE

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from astro_xdeps.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from astro_xdeps.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from astro_xdeps.exceptions import ConfigError, XdepsError
 from astro_xdeps.forwarding.payload import PROVENANCE_KEY, SourceEvent
 from astro_xdeps.outbox.models import NewItem
@@ -153,15 +153,15 @@ def run_replay(
     out: TextIO | None = None,
 ) -> int:
     from astro_xdeps import runtime
+    from astro_xdeps.forwarding.plan import build_forwarding_plan, plan_items
     from astro_xdeps.hooks.deployment import DeploymentHook
-    from astro_xdeps.listeners.assets import plan_items
 
     out = out or sys.stdout
     now = datetime.now(timezone.utc)
     try:
         start = parse_when(since, now=now, flag="--since")
         end = parse_when(until, now=now, flag="--until") if until else None
-        plan = runtime.build_forwarding_plan()
+        plan = build_forwarding_plan()
         if target and target not in {t for r in plan.routes for t in r.targets}:
             raise ConfigError(
                 f"--target {target}: no forwarding route sends events there "

@@ -8,10 +8,11 @@ and says why in ``notes``, rather than failing the whole picture.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from astro_xdeps.graph.model import Flow, Graph, build_graph, flows_from_items, merge_flows, received_flow
-from astro_xdeps.outbox.store import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +33,24 @@ class GraphInputs:
         )
 
 
-def collect(outbox: Outbox, *, received: bool = True) -> GraphInputs:
-    """Everything the graph of this deployment needs, from config, the outbox and Airflow's DB."""
-    from astro_xdeps import runtime, settings
-    from astro_xdeps.ui.queries import OutboxQueries
+def collect(outbox_sample: Iterable[Any], *, received: bool = True) -> GraphInputs:
+    """Everything the graph of this deployment needs, from config, Airflow's DB and
+    ``outbox_sample`` (the outbox's recent items, ``OutboxQueries.sample()``)."""
+    from astro_xdeps import settings
+    from astro_xdeps.forwarding.plan import build_forwarding_plan
 
-    plan = runtime.build_forwarding_plan()
+    plan = build_forwarding_plan()
     inputs = GraphInputs(deployment=plan.deployment)
     if plan.enabled:
         inputs.routes = plan.routes
     else:
         inputs.notes.append(f"asset forwarding is off: {plan.reason}")
-    relay_config = settings.get("relay_config")
+    relay_config = settings.relay_config()
     if relay_config:
         from astro_xdeps.relay.rules import load_config
 
         inputs.rules = load_config(relay_config).rules
-    inputs.flows += flows_from_items(OutboxQueries(outbox).sample())
+    inputs.flows += flows_from_items(outbox_sample)
     if received:
         try:
             inputs.flows += received_flows(plan.deployment)

@@ -28,6 +28,7 @@ from typing import Any
 
 from astro_xdeps.client import DeploymentClient, DeploymentConfig, Timeouts, normalize_base_url
 from astro_xdeps.exceptions import ConfigError, XdepsError
+from astro_xdeps.settings import parse_bool
 from astro_xdeps.version_compat import AirflowNotFoundException, BaseHook
 
 ENV_URL = "DEPLOYMENT_URL"
@@ -39,11 +40,8 @@ def _as_bool_or_path(value: Any) -> bool | str:
     if isinstance(value, bool):
         return value
     text = str(value).strip()
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    return text
+    parsed = parse_bool(text)
+    return text if parsed is None else parsed
 
 
 def config_from_connection(

@@ -22,17 +22,9 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime
-from astro_xdeps.forwarding.payload import (
-    KIND,
-    SourceEvent,
-    idempotency_key,
-    may_forward,
-    new_event_id,
-    outbox_payload,
-)
-from astro_xdeps.forwarding.routes import destinations
+from astro_xdeps.forwarding.payload import SourceEvent, new_event_id
+from astro_xdeps.forwarding.plan import plan_items
 from astro_xdeps.outbox.loss import record_loss
-from astro_xdeps.outbox.models import NewItem
 from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
 
 log = logging.getLogger(__name__)
@@ -71,24 +63,6 @@ def source_event_from_dataset(dataset: Any, env: Mapping[str, str]) -> SourceEve
         task_id=env.get("AIRFLOW_CTX_TASK_ID") or None,
         run_id=env.get("AIRFLOW_CTX_DAG_RUN_ID") or None,
     )
-
-
-def plan_items(event: SourceEvent, plan: runtime.ForwardingPlan, *, event_id: str) -> list[NewItem]:
-    """The outbox items for one event under ``plan`` (pure)."""
-    if not plan.enabled or not may_forward(event, max_hops=plan.max_hops):
-        return []
-    items = []
-    for dest in destinations(plan.routes, event.uri, event.name, received=event.received):
-        payload = outbox_payload(event, dest, event_id=event_id, deployment=plan.deployment)
-        items.append(
-            NewItem(
-                kind=KIND,
-                target=dest.target,
-                payload=payload,
-                idempotency_key=idempotency_key(event_id, dest),
-            )
-        )
-    return items
 
 
 def forward(event: SourceEvent) -> int:

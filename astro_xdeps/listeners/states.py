@@ -65,7 +65,7 @@ def relay(event: StateEvent) -> None:
 
 
 def _from_dag_run(event_type: str, dag_run: Any, msg: Any) -> None:
-    if not settings.get("relay_config"):
+    if not settings.relay_config():
         return
     try:
         event = state_event(
@@ -93,7 +93,7 @@ class StateListener:
 
     @hookimpl
     def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any = None) -> None:
-        if not settings.get("relay_config"):
+        if not settings.relay_config():
             return
         try:
             event = state_event(

@@ -19,15 +19,15 @@ def _relay_apps() -> list[dict]:
     The app loads its rules on the first request, so defining it here costs nothing.
     """
     try:
-        from astro_xdeps import settings
+        from astro_xdeps import runtime, settings
 
-        if not settings.get("relay_config"):
+        if not settings.relay_config():
             return []
-        from astro_xdeps.relay.app import create_app, runtime_from_settings
+        from astro_xdeps.relay.app import create_app
 
         return [
             {
-                "app": create_app(runtime_from_settings),
+                "app": create_app(runtime.relay_runtime),
                 "url_prefix": "/xdeps/relay",
                 "name": "astro-xdeps relay",
             }
@@ -46,7 +46,7 @@ def _page() -> tuple[list[dict], list[dict]]:
         from astro_xdeps import settings
         from astro_xdeps.version_compat import AIRFLOW_V_3_1_PLUS
 
-        if not AIRFLOW_V_3_1_PLUS or not settings.get_bool("ui"):
+        if not AIRFLOW_V_3_1_PLUS or not settings.ui():
             return [], []
         from astro_xdeps.ui.mount import URL_PREFIX, LazyPageApp, external_view
 

@@ -78,9 +78,12 @@ class RelayUnavailable(Exception):
 class RelayRuntime:
     """What the app needs, built on first use so that mounting the app costs nothing."""
 
-    config: RelayConfig
     engine: RelayEngine
     on_enqueue: Callable[[], None] | None = None
+
+    @property
+    def config(self) -> RelayConfig:
+        return self.engine.config
 
 
 class SecretResolver:
@@ -264,7 +267,7 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         from astro_xdeps import settings
 
         try:
-            token = settings.get("relay_metrics_token")
+            token = settings.relay_metrics_token()
         except Exception as exc:
             log.error("The relay cannot read [astro_xdeps] relay_metrics_token: %s", _one_line(exc))
             return False
@@ -391,20 +394,3 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         return PlainTextResponse(metrics.render(outbox), media_type="text/plain; version=0.0.4")
 
     return app
-
-
-def runtime_from_settings(config_path: str | None = None) -> RelayRuntime:
-    """The runtime for a relay configured through ``[astro_xdeps] relay_config`` (or a path)."""
-    from astro_xdeps import runtime, settings
-    from astro_xdeps.relay.rules import load_config
-
-    if not (config_path or settings.get("relay_config")):
-        raise ConfigError(
-            "no relay config: set [astro_xdeps] relay_config (AIRFLOW__ASTRO_XDEPS__RELAY_CONFIG) to a file."
-        )
-    if config_path:
-        engine = RelayEngine(load_config(config_path), runtime.get_outbox())
-    else:
-        engine = runtime.relay_engine()
-        assert engine is not None
-    return RelayRuntime(config=engine.config, engine=engine, on_enqueue=lambda: runtime.ensure_worker())

@@ -277,18 +277,19 @@ def runtime_from_settings() -> UiRuntime:
     from astro_xdeps import runtime, settings
     from astro_xdeps.graph.sources import collect
     from astro_xdeps.relay.journal import RelayJournal
+    from astro_xdeps.ui.queries import OutboxQueries
 
     outbox = runtime.get_outbox()
     relay_config = None
-    if settings.get("relay_config"):
+    if settings.relay_config():
         from astro_xdeps.relay.rules import load_config
 
-        relay_config = load_config(settings.get("relay_config"))
+        relay_config = load_config(settings.relay_config())
     return UiRuntime(
         outbox=outbox,
         deployment=settings.deployment_name(),
         relay_config=relay_config,
         journal=RelayJournal(outbox.engine, outbox.write_engine),
-        graph_inputs=lambda: collect(outbox),
+        graph_inputs=lambda: collect(OutboxQueries(outbox).sample()),
         wake=lambda: runtime.ensure_worker(),
     )

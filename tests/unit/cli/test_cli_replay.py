@@ -14,9 +14,8 @@ from astro_xdeps import runtime
 from astro_xdeps.cli.main import main
 from astro_xdeps.cli.replay import TargetHistory, parse_when, plan_replay, replay_event_id
 from astro_xdeps.exceptions import ConfigError
+from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
 from astro_xdeps.forwarding.routes import Route
-from astro_xdeps.listeners.assets import plan_items
-from astro_xdeps.runtime import ForwardingPlan
 
 pytestmark = pytest.mark.usefixtures("sleeps")
 

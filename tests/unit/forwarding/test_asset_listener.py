@@ -12,13 +12,13 @@ import pytest
 
 from astro_xdeps import runtime
 from astro_xdeps.forwarding.payload import SourceEvent
+from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
 from astro_xdeps.forwarding.routes import Route, default_routes
 from astro_xdeps.listeners import assets as listener_module
 from astro_xdeps.listeners.assets import (
     AssetForwardingListener,
     asset_listener,
     forward,
-    plan_items,
     source_event_from_asset_event,
     source_event_from_dataset,
 )
@@ -31,8 +31,8 @@ needs_3_2 = pytest.mark.skipif(
 )
 
 
-def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> runtime.ForwardingPlan:
-    return runtime.ForwardingPlan(
+def make_plan(*routes: Route, enabled: bool = True, max_hops: int = 1) -> ForwardingPlan:
+    return ForwardingPlan(
         enabled=enabled,
         routes=routes or tuple(default_routes("xdeps_default")),
         deployment="up",

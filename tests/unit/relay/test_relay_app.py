@@ -104,8 +104,7 @@ def make_relay(outbox: Outbox, config: RelayConfig = CONFIG, *, open_monitoring:
 
     def load() -> RelayRuntime:
         relay.loads += 1
-        return RelayRuntime(
-            config, RelayEngine(config, outbox), on_enqueue=lambda: relay.enqueue_calls.append(None)
+        return RelayRuntime(RelayEngine(config, outbox), on_enqueue=lambda: relay.enqueue_calls.append(None)
         )
 
     relay.client = TestClient(create_app(load, open_monitoring=open_monitoring))
@@ -440,7 +439,7 @@ def test_a_relay_that_cannot_load_is_503_and_loads_again_on_the_next_request(out
         attempts.append(1)
         if len(attempts) == 1:
             raise ConfigError("relay.yaml: rule 'r'.then: list at least one action.")
-        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+        return RelayRuntime(RelayEngine(CONFIG, outbox))
 
     client = TestClient(create_app(load))
     first = client.post("/events/alerts", **signed(FAILED))
@@ -480,7 +479,7 @@ def test_a_closed_outbox_is_503_and_the_retry_succeeds_once_it_is_back(tmp_path:
     config = CONFIG
 
     def load() -> RelayRuntime:
-        return RelayRuntime(config, RelayEngine(config, boxes[-1]))
+        return RelayRuntime(RelayEngine(config, boxes[-1]))
 
     client = TestClient(create_app(load))
     boxes[0].close()

@@ -95,7 +95,7 @@ class Door:
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
-        self.client = TestClient(create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))))
+        self.client = TestClient(create_app(lambda: RelayRuntime(RelayEngine(CONFIG, outbox))))
 
     def count(self) -> int:
         return sum(row.count for row in self.outbox.status())

@@ -79,7 +79,7 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 
 def mounted(outbox: Outbox) -> TestClient:
     """The relay as the api-server mounts it: ``create_app(load)`` with its defaults."""
-    return TestClient(create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))))
+    return TestClient(create_app(lambda: RelayRuntime(RelayEngine(CONFIG, outbox))))
 
 
 def signed(payload: Any, msg_id: str = "msg_1", **extra_headers: str) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def test_a_slow_outbox_open_blocks_neither_metrics_nor_health(outbox: Outbox) ->
     def slow_load() -> RelayRuntime:
         opening.set()
         release.wait(timeout=6)  # an outbox waiting on a lock
-        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+        return RelayRuntime(RelayEngine(CONFIG, outbox))
 
     with TestClient(create_app(slow_load)) as client:  # one event loop for every request
         answers: list[int] = []
@@ -190,7 +190,7 @@ def test_many_events_waiting_for_a_slow_open_do_not_starve_metrics(outbox: Outbo
     def slow_load() -> RelayRuntime:
         opening.set()
         release.wait(timeout=8)
-        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+        return RelayRuntime(RelayEngine(CONFIG, outbox))
 
     with TestClient(create_app(slow_load)) as client:
         answers: list[int] = []
@@ -236,7 +236,7 @@ def test_an_outbox_that_cannot_open_is_503_with_retry_after(outbox: Outbox, fail
         calls.append(1)
         if len(calls) == 1:
             raise failure
-        return RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))
+        return RelayRuntime(RelayEngine(CONFIG, outbox))
 
     client = TestClient(create_app(load), raise_server_exceptions=False)
     first = client.post("/events/alerts", **signed(FAILED))
@@ -253,7 +253,7 @@ def test_a_raw_database_error_while_recording_is_503_not_500(
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     client = TestClient(
-        create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, outbox))), raise_server_exceptions=False
+        create_app(lambda: RelayRuntime(RelayEngine(CONFIG, outbox))), raise_server_exceptions=False
     )
     assert client.get("/health").status_code == 200  # built and working
     monkeypatch.setattr(outbox, "enqueue", corrupt)
@@ -274,7 +274,7 @@ def test_a_really_locked_sqlite_outbox_is_503_then_202_once_released(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process mid-write on a fresh file
     client = TestClient(
-        create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, Outbox.sqlite(path)))),
+        create_app(lambda: RelayRuntime(RelayEngine(CONFIG, Outbox.sqlite(path)))),
         raise_server_exceptions=False,
     )
     try:
@@ -461,7 +461,7 @@ def test_mounted_metrics_need_the_token(outbox: Outbox, monkeypatch: pytest.Monk
 
 def _serve(open_monitoring: bool) -> Callable[[Outbox], TestClient]:
     return lambda box: TestClient(
-        create_app(lambda: RelayRuntime(CONFIG, RelayEngine(CONFIG, box)), open_monitoring=open_monitoring)
+        create_app(lambda: RelayRuntime(RelayEngine(CONFIG, box)), open_monitoring=open_monitoring)
     )
 
 
