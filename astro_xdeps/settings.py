@@ -160,11 +160,15 @@ def _get_int(name: str) -> int:
         raise ConfigError(f"[{SECTION}] {name} must be an integer, got {value!r}.") from None
 
 
-def _get_bool(name: str) -> bool:
+def _get_bool(name: str, *, auto: bool = False) -> bool | None:
+    """A yes/no option; with ``auto``, the word ``auto`` is allowed too and reads as None."""
     value = _get(name)
+    if auto and value.lower() == "auto":
+        return None
     parsed = parse_bool(value)
     if parsed is None:
-        raise ConfigError(f"[{SECTION}] {name} must be true or false, got {value!r}.")
+        expected = "auto, true or false" if auto else "true or false"
+        raise ConfigError(f"[{SECTION}] {name} must be {expected}, got {value!r}.")
     return parsed
 
 
@@ -177,13 +181,7 @@ def conn_id() -> str:
 
 def forward_assets() -> bool | None:
     """True or False as configured; None for ``auto`` (decided by the forwarding plan)."""
-    value = _get("forward_assets")
-    if value.lower() == "auto":
-        return None
-    parsed = parse_bool(value)
-    if parsed is None:
-        raise ConfigError(f"[{SECTION}] forward_assets must be auto, true or false, got {value!r}.")
-    return parsed
+    return _get_bool("forward_assets", auto=True)
 
 
 def routes() -> str:
@@ -203,7 +201,7 @@ def retry_horizon() -> int:
 
 
 def delivery_worker() -> bool:
-    return _get_bool("delivery_worker")
+    return bool(_get_bool("delivery_worker"))
 
 
 def retry_max_delay() -> int:
@@ -231,7 +229,7 @@ def delivered_retention() -> int:
 
 
 def ui() -> bool:
-    return _get_bool("ui")
+    return bool(_get_bool("ui"))
 
 
 def airflow_home() -> Path:

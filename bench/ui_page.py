@@ -114,7 +114,7 @@ def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> 
 
 
 def client_for(path: Path) -> tuple[Any, Any]:
-    from astro_xdeps.graph.model import flows_from_items
+    from astro_xdeps.graph.flows import flows_from_items
     from astro_xdeps.graph.sources import GraphInputs
     from astro_xdeps.outbox import Outbox
     from astro_xdeps.relay.journal import RelayJournal

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from astro_xdeps.graph.model import HEALTH_COLOURS, Edge, Graph, layers
+from astro_xdeps.graph.layout import layers
+from astro_xdeps.graph.model import HEALTH_COLOURS, Edge, Graph
 
 FORMATS = ("mermaid", "dot", "text")
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from astro_xdeps.graph.model import Flow, Graph, build_graph, flows_from_items, merge_flows, received_flow
+from astro_xdeps.graph.flows import flows_from_items, merge_flows, received_flow
+from astro_xdeps.graph.model import Flow, Graph, build_graph
 
 log = logging.getLogger(__name__)
 

@@ -204,7 +204,8 @@ def create_app(load: Callable[[], UiRuntime], access: Access) -> FastAPI:
 
     @app.get("/api/graph")
     def graph(_user: Reader) -> dict[str, Any]:
-        from astro_xdeps.graph.model import HEALTH_COLOURS, layout
+        from astro_xdeps.graph.layout import layout
+        from astro_xdeps.graph.model import HEALTH_COLOURS
 
         rt = runtime()
         if rt.graph_inputs is None:

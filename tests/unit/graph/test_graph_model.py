@@ -5,15 +5,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from astro_xdeps.forwarding.routes import Route
-from astro_xdeps.graph.model import (
-    Flow,
-    build_graph,
-    flows_from_items,
-    layers,
-    layout,
-    merge_flows,
-    received_flow,
-)
+from astro_xdeps.graph.flows import flows_from_items, merge_flows, received_flow
+from astro_xdeps.graph.layout import layers, layout
+from astro_xdeps.graph.model import Flow, build_graph
 from astro_xdeps.relay.rules import parse_config
 
 

@@ -104,8 +104,7 @@ def make_relay(outbox: Outbox, config: RelayConfig = CONFIG, *, open_monitoring:
 
     def load() -> RelayRuntime:
         relay.loads += 1
-        return RelayRuntime(RelayEngine(config, outbox), on_enqueue=lambda: relay.enqueue_calls.append(None)
-        )
+        return RelayRuntime(RelayEngine(config, outbox), on_enqueue=lambda: relay.enqueue_calls.append(None))
 
     relay.client = TestClient(create_app(load, open_monitoring=open_monitoring))
     return relay
