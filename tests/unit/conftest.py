@@ -1,8 +1,11 @@
-"""Fixtures shared by the unit tests: mocked HTTP and instant, recorded retry waits."""
+"""Fixtures shared by the unit tests: mocked HTTP, instant recorded retry waits, the PostgreSQL test database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import responses
@@ -67,3 +70,70 @@ def _root_log_handlers() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+@functools.cache
+def _pg_unreachable_reason() -> str | None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:
+        return " ".join(str(getattr(exc, "orig", exc)).split())[:200]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """``XDEPS_TEST_PG_URL`` (default: the local test database); skips when the server cannot be
+    reached, except under ``CI`` where the PostgreSQL tests must run, so it fails."""
+    reason = _pg_unreachable_reason()
+    if reason is not None:
+        from astro_xdeps.outbox.sa_compat import make_url
+
+        where = make_url(PG_URL).render_as_string(hide_password=True)
+        message = f"PostgreSQL at {where} is unreachable ({reason})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI is set, so the PostgreSQL tests must run.")
+        pytest.skip(f"{message}; start it or set XDEPS_TEST_PG_URL to run the PostgreSQL tests.")
+    return PG_URL
+
+
+XDEPS_ENV = "AIRFLOW__ASTRO_XDEPS__"
+
+
+@pytest.fixture
+def xdeps_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """A clean ``[astro_xdeps]`` section: no option from the environment but an SQLite outbox in
+    ``tmp_path`` and no delivery thread; the runtime's per-process state reset before and after.
+
+    Yields ``set_options(**options)``, which sets options by name: ``set_options(max_hops=3)``.
+    """
+    from astro_xdeps import runtime
+
+    for name in list(os.environ):
+        if name.startswith(XDEPS_ENV):
+            monkeypatch.delenv(name)
+
+    def set_options(**options: object) -> None:
+        for name, value in options.items():
+            monkeypatch.setenv(f"{XDEPS_ENV}{name.upper()}", str(value))
+
+    set_options(outbox_url=f"sqlite:///{tmp_path / 'outbox.db'}", delivery_worker="false")
+    runtime.reset()
+    yield set_options
+    runtime.reset()
+
+
+@pytest.fixture
+def up_conn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection ``xdeps_up`` to the upstream deployment of ``tests/unit/deployments.py``."""
+    from tests.unit.deployments import set_up_conn
+
+    set_up_conn(monkeypatch)

@@ -10,31 +10,17 @@ import requests
 import responses
 from responses import matchers
 
-from astro_xdeps.client import Asset, DeploymentClient, DeploymentConfig, TriggerResult
+from astro_xdeps.client import Asset, TriggerResult
 from astro_xdeps.exceptions import AuthError, NotFoundError, RequestRejected, TransientError
+from tests.unit.client.target import BASE, TOKEN, client_for
 
 pytestmark = pytest.mark.usefixtures("sleeps")  # retries back off instantly
 
-BASE = "https://target.example.com"
-TOKEN = "tok-SECRET-9f8e7d6c5b4a"
 URI = "s3://bucket/orders"
 ASSETS = f"{BASE}/api/v2/assets"
 EVENTS_V2 = f"{BASE}/api/v2/assets/events"
 EVENTS_V1 = f"{BASE}/api/v1/datasets/events"
 DATASET_V1 = f"{BASE}/api/v1/datasets/s3%3A%2F%2Fbucket%2Forders"
-
-
-def client_for(**overrides: Any) -> DeploymentClient:
-    """A client to ``BASE`` with a static token, API v2 forced (no detection) and 2 retries."""
-    fields: dict[str, Any] = {
-        "name": "target",
-        "base_url": BASE,
-        "token": TOKEN,
-        "api_version": "v2",
-        "retries": 2,
-    }
-    fields.update(overrides)
-    return DeploymentClient(DeploymentConfig(**fields))
 
 
 def asset_search(uri: str, offset: int = 0) -> list:

@@ -21,28 +21,13 @@ from astro_xdeps.exceptions import (
     RequestRejected,
     TransientError,
 )
+from tests.unit.client.target import BASE, PASSWORD, TOKEN, transport_for
 
 pytestmark = pytest.mark.usefixtures("sleeps")  # retries back off instantly
 
-BASE = "https://target.example.com"
-TOKEN = "tok-SECRET-9f8e7d6c5b4a"
-PASSWORD = "pw-SECRET-1a2b3c4d"
 DAGS = f"{BASE}/api/v2/dags"
 LOGIN = f"{BASE}/auth/token"
 LOGIN_BODY = matchers.json_params_matcher({"username": "admin", "password": PASSWORD})
-
-
-def transport_for(**overrides: Any) -> Transport:
-    """A transport to ``BASE`` with a static token, API v2 and 2 retries unless overridden."""
-    fields: dict[str, Any] = {
-        "name": "target",
-        "base_url": BASE,
-        "token": TOKEN,
-        "api_version": "v2",
-        "retries": 2,
-    }
-    fields.update(overrides)
-    return Transport(DeploymentConfig(**fields))
 
 
 def jwt_transport(**overrides: Any) -> Transport:

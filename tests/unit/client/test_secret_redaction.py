@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
 
 import pytest
 import requests
 import responses
 
-from astro_xdeps.client import DeploymentClient, DeploymentConfig
 from astro_xdeps.exceptions import AuthError, DeploymentError, TransientError
+from tests.unit.client.target import BASE, PASSWORD, TOKEN, client_for
 
 pytestmark = pytest.mark.usefixtures("sleeps")  # retries back off instantly
 
-BASE = "https://target.example.com"
-TOKEN = "tok-SECRET-9f8e7d6c5b4a"
-PASSWORD = "pw-SECRET-1a2b3c4d"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJl"
 DAGS = f"{BASE}/api/v2/dags"
 SECRETS = (TOKEN, PASSWORD, JWT)
-
-
-def client_for(**overrides: Any) -> DeploymentClient:
-    fields: dict[str, Any] = {
-        "name": "target",
-        "base_url": BASE,
-        "token": TOKEN,
-        "api_version": "v2",
-        "retries": 2,
-    }
-    fields.update(overrides)
-    return DeploymentClient(DeploymentConfig(**fields))
 
 
 def assert_no_secret(text: str) -> None:

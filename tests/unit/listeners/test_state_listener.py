@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,21 +35,15 @@ rules:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+def env(
+    xdeps_options: Callable[..., None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> pytest.MonkeyPatch:
     """A relay config and an SQLite outbox in tmp_path, no delivery thread, fresh runtime state."""
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
     monkeypatch.delenv("ASTRO_DEPLOYMENT_NAMESPACE", raising=False)
     rules = tmp_path / "relay.yaml"
     rules.write_text(RULES)
-    monkeypatch.setenv(f"{ENV_PREFIX}RELAY_CONFIG", str(rules))
-    monkeypatch.setenv(f"{ENV_PREFIX}OUTBOX_URL", f"sqlite:///{tmp_path / 'outbox.db'}")
-    monkeypatch.setenv(f"{ENV_PREFIX}DELIVERY_WORKER", "false")
-    monkeypatch.setenv(f"{ENV_PREFIX}DEPLOYMENT_NAME", "upstream-test")
-    runtime.reset()
-    yield monkeypatch
-    runtime.reset()
+    xdeps_options(relay_config=rules, deployment_name="upstream-test")
+    return monkeypatch
 
 
 def dag_run(dag_id: str = "load_orders", run_id: str = "scheduled__2026-01-31T00:00:00+00:00", **kw: Any):

@@ -22,25 +22,10 @@ from astro_xdeps.operators.deployment import (
 )
 from astro_xdeps.triggers.deployment import DeploymentDagRunTrigger
 from astro_xdeps.version_compat import AirflowException
+from tests.unit.deployments import UP
 
-pytestmark = pytest.mark.usefixtures("sleeps", "conn")
-UP = "https://up.example"
+pytestmark = pytest.mark.usefixtures("sleeps", "up_conn")
 RUNS = f"{UP}/api/v2/dags/target/dagRuns"
-
-
-@pytest.fixture
-def conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_XDEPS_UP",
-        json.dumps(
-            {
-                "conn_type": "xdeps_deployment",
-                "host": UP,
-                "password": "tok-secret-123",
-                "extra": {"api_version": "v2", "retries": 1},
-            }
-        ),
-    )
 
 
 class TI:

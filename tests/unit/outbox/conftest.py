@@ -1,14 +1,11 @@
 """Outbox fixtures: the same behavioural tests run against SQLite and PostgreSQL.
 
-PostgreSQL tests use ``XDEPS_TEST_PG_URL`` (default: the local test database). Each test gets
-its own table prefix, dropped afterwards, so tests never see each other's items. When the
-database is unreachable they skip, except under ``CI`` where they fail.
+PostgreSQL tests use the ``pg_url`` fixture (``tests/unit/conftest.py``). Each test gets its own
+table prefix, dropped afterwards, so tests never see each other's items.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,9 +15,6 @@ import sqlalchemy as sa
 
 from astro_xdeps.outbox import DEFAULT_SQLITE_FILENAME, Outbox
 from astro_xdeps.outbox.models import DEFAULT_TABLE_PREFIX
-from astro_xdeps.outbox.sa_compat import make_url
-
-PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
 
 @dataclass
@@ -43,31 +37,6 @@ class Store:
     def close_all(self) -> None:
         for outbox in self._opened:
             outbox.close()
-
-
-@functools.cache
-def _pg_unreachable_reason() -> str | None:
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except Exception as exc:
-        return " ".join(str(getattr(exc, "orig", exc)).split())[:200]
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def pg_url() -> str:
-    """The PostgreSQL URL; skips (fails under CI) when the server cannot be reached."""
-    reason = _pg_unreachable_reason()
-    if reason is not None:
-        where = make_url(PG_URL).render_as_string(hide_password=True)
-        message = f"PostgreSQL at {where} is unreachable ({reason})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI is set, so the PostgreSQL outbox tests must run.")
-        pytest.skip(f"{message}; start it or set XDEPS_TEST_PG_URL to run the PostgreSQL outbox tests.")
-    return PG_URL
 
 
 @pytest.fixture

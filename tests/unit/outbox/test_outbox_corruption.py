@@ -7,11 +7,11 @@ import io
 import multiprocessing
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from astro_xdeps import runtime
 from astro_xdeps.cli import main as cli_main
 from astro_xdeps.cli import outbox as outbox_cli
 from astro_xdeps.forwarding.payload import SourceEvent
@@ -81,18 +81,11 @@ def test_a_file_damaged_while_open_gives_outbox_errors_on_every_call(tmp_path: P
 
 
 @pytest.fixture
-def corrupt_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+def corrupt_env(xdeps_options: Callable[..., None], tmp_path: Path) -> Path:
     """Forwarding on, to a damaged SQLite outbox in tmp_path."""
-    for name in list(os.environ):
-        if name.startswith(ENV):
-            monkeypatch.delenv(name)
     path = not_a_database(tmp_path / "xdeps_outbox.db")
-    monkeypatch.setenv(f"{ENV}OUTBOX_URL", f"sqlite:///{path}")
-    monkeypatch.setenv(f"{ENV}FORWARD_ASSETS", "true")
-    monkeypatch.setenv(f"{ENV}DELIVERY_WORKER", "false")
-    runtime.reset()
-    yield path
-    runtime.reset()
+    xdeps_options(outbox_url=f"sqlite:///{path}", forward_assets="true")
+    return path
 
 
 def test_listener_counts_events_it_could_not_enqueue(corrupt_env: Path) -> None:

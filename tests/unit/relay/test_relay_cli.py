@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -40,17 +39,9 @@ rules:
 
 
 @pytest.fixture(autouse=True)
-def xdeps_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+def xdeps_env(xdeps_options: Callable[..., None], tmp_path: Path) -> Path:
     """An SQLite outbox in tmp_path, no delivery thread; per-process state reset around the test."""
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    outbox_path = tmp_path / "outbox.db"
-    monkeypatch.setenv(f"{ENV_PREFIX}OUTBOX_URL", f"sqlite:///{outbox_path}")
-    monkeypatch.setenv(f"{ENV_PREFIX}DELIVERY_WORKER", "false")
-    runtime.reset()
-    yield outbox_path
-    runtime.reset()
+    return tmp_path / "outbox.db"
 
 
 @pytest.fixture

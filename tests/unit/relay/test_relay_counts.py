@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, parse_config
-from astro_xdeps.relay.state import state_table
+from tests.unit.relay.replicas import ingest_together, stalled_replicas
 from tests.unit.relay.test_relay_engine import (  # noqa: F401  (fixtures)
     T0,
     at,
@@ -154,34 +150,8 @@ def test_two_evaluators_fire_a_count_rule_once(open_outbox: Callable[[], Outbox]
     first = RelayEngine(CONFIG, open_outbox())
     first.ingest(failed("f1", 0), now=at(0))
     first.ingest(failed("f2", 1), now=at(1))
-    barrier = threading.Barrier(2, timeout=2)
-    engines = []
-    for _ in range(2):
-        replica = open_outbox()
-
-        def stall(conn, cursor, statement, parameters, context, executemany) -> None:
-            if statement.lstrip().upper().startswith(f"INSERT INTO {state_table.name.upper()}"):
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    barrier.wait()
-
-        sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        engines.append(RelayEngine(CONFIG, replica))
-    results: dict[str, Any] = {}
-
-    def run(engine: RelayEngine, event: StateEvent) -> None:
-        try:
-            results[event.id] = engine.ingest(event, now=at(3))
-        except BaseException as exc:  # reported below
-            results[event.id] = exc
-
-    threads = [
-        threading.Thread(target=run, args=(engines[0], failed("f3", 2))),
-        threading.Thread(target=run, args=(engines[1], failed("f4", 2.5))),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    engines = stalled_replicas(open_outbox, CONFIG)
+    results = ingest_together([(engines[0], failed("f3", 2)), (engines[1], failed("f4", 2.5))], now=at(3))
     assert not any(isinstance(r, BaseException) for r in results.values()), results
     assert sorted(r.new_actions for r in results.values()) == [0, 1]
     assert len(items(first.outbox)) == 1

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from astro_xdeps import runtime
 
-ENV_PREFIX = "AIRFLOW__ASTRO_XDEPS__"
 RULES = """
 rules:
   - name: a-by-the-minute
@@ -26,19 +25,11 @@ rules:
 
 
 @pytest.fixture
-def relay_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    for name in list(os.environ):
-        if name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
+def relay_env(xdeps_options: Callable[..., None], tmp_path: Path) -> Path:
     rules = tmp_path / "relay.yaml"
     rules.write_text(RULES)
-    monkeypatch.setenv(f"{ENV_PREFIX}OUTBOX_URL", f"sqlite:///{tmp_path / 'outbox.db'}")
-    monkeypatch.setenv(f"{ENV_PREFIX}DELIVERY_WORKER", "false")
-    monkeypatch.setenv(f"{ENV_PREFIX}RELAY_CONFIG", str(rules))
-    monkeypatch.setenv(f"{ENV_PREFIX}DEADLINE_TICK_SECONDS", "1")
-    runtime.reset()
-    yield rules
-    runtime.reset()
+    xdeps_options(relay_config=rules, deadline_tick_seconds=1)
+    return rules
 
 
 def test_the_scheduler_starts_the_clock_and_it_writes_decisions(

@@ -7,10 +7,6 @@ When the server is unreachable they skip, except under ``CI`` where they fail.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,8 +21,7 @@ from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
 from astro_xdeps.relay.state import RelayState, state_table
-
-PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+from tests.unit.relay.replicas import ingest_together, stalled_replicas
 
 T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 HOUR = 3600.0
@@ -104,35 +99,16 @@ def state_rows(outbox: Outbox) -> list[tuple]:
 # --- backends ------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _pg_unreachable_reason() -> str | None:
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except Exception as exc:
-        return " ".join(str(getattr(exc, "orig", exc)).split())[:200]
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
-def pg_schema_url() -> Iterator[str]:
+def pg_schema_url(pg_url: str) -> Iterator[str]:
     """A URL whose tables land in a fresh schema of the test database, dropped afterwards."""
-    reason = _pg_unreachable_reason()
-    if reason is not None:
-        where = make_url(PG_URL).render_as_string(hide_password=True)
-        message = f"PostgreSQL at {where} is unreachable ({reason})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI is set, so the PostgreSQL relay tests must run.")
-        pytest.skip(f"{message}; start it or set XDEPS_TEST_PG_URL to run the PostgreSQL relay tests.")
     schema = f"xdeps_relay_t{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
+    admin = sa.create_engine(pg_url)
     try:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
         yield (
-            make_url(PG_URL)
+            make_url(pg_url)
             .update_query_dict({"options": f"-csearch_path={schema}"})
             .render_as_string(hide_password=False)
         )
@@ -417,35 +393,8 @@ def test_concurrent_events_of_one_rule_fire_exactly_once(open_outbox: Callable[[
     too, or 2 s passed. Without serialisation per rule, neither sees the other's uncommitted row
     and the pair never fires.
     """
-    barrier = threading.Barrier(2, timeout=2)
-    engines = []
-    for _ in range(2):
-        replica = open_outbox()
-
-        def stall(conn, cursor, statement, parameters, context, executemany) -> None:
-            if statement.lstrip().upper().startswith(f"INSERT INTO {state_table.name.upper()}"):
-                # Broken: the other transaction waits for ours to end (serialised, as it should be).
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    barrier.wait()
-
-        sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        engines.append(RelayEngine(CONFIG, replica))
-    results: dict[str, Any] = {}
-
-    def run(engine: RelayEngine, event: StateEvent) -> None:
-        try:
-            results[event.id] = engine.ingest(event, now=at(2))
-        except BaseException as exc:  # reported below
-            results[event.id] = exc
-
-    threads = [
-        threading.Thread(target=run, args=(engines[0], A())),
-        threading.Thread(target=run, args=(engines[1], B())),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    engines = stalled_replicas(open_outbox, CONFIG)
+    results = ingest_together([(engines[0], A()), (engines[1], B())], now=at(2))
     assert not any(isinstance(r, BaseException) for r in results.values()), results
     assert sorted(r.new_actions for r in results.values()) == [0, 1]
     assert len(items(engines[0].outbox)) == 1

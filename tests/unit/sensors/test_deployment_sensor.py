@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
 import pytest
@@ -14,26 +13,11 @@ from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.sensors.deployment import DeploymentDagRunSensor
 from astro_xdeps.triggers.deployment import DeploymentDagRunTrigger
 from astro_xdeps.version_compat import AirflowException
+from tests.unit.deployments import UP
 
-pytestmark = pytest.mark.usefixtures("sleeps", "conn")
-UP = "https://up.example"
+pytestmark = pytest.mark.usefixtures("sleeps", "up_conn")
 UTC = datetime.timezone.utc
 WHEN = datetime.datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def conn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_XDEPS_UP",
-        json.dumps(
-            {
-                "conn_type": "xdeps_deployment",
-                "host": UP,
-                "password": "tok-secret-123",
-                "extra": {"api_version": "v2", "retries": 1},
-            }
-        ),
-    )
 
 
 def sensor(**kw: Any) -> DeploymentDagRunSensor:
