@@ -1,4 +1,4 @@
-"""Relay replicas racing each other: each on its own outbox, their state writes made to overlap."""
+"""Relay replicas racing each other: each on its own outbox, their writes made to overlap."""
 
 from __future__ import annotations
 
@@ -10,45 +10,50 @@ from typing import Any
 import sqlalchemy as sa
 
 from astro_xdeps.outbox import Outbox
-from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import RelayConfig
-from astro_xdeps.relay.state import state_table
+
+Statement = Callable[[str, Any], bool]
 
 
-def stalled_replicas(open_outbox: Callable[[], Outbox], config: RelayConfig, n: int = 2) -> list[RelayEngine]:
-    """``n`` engines, each on its own outbox, whose transactions stall right after inserting into
-    the relay state until every replica has inserted too, or 2 s passed.
+def inserts_into(table: str, *, with_value: str | None = None) -> Statement:
+    """Matches an INSERT into ``table`` (whose parameters mention ``with_value``, if given)."""
+
+    def matches(statement: str, parameters: Any) -> bool:
+        if f"INSERT INTO {table.upper()}" not in statement.upper():
+            return False
+        return with_value is None or with_value.upper() in str(parameters).upper()
+
+    return matches
+
+
+def stall_together(outboxes: Sequence[Outbox], after: Statement) -> None:
+    """Each outbox's transaction stalls right after a statement ``after`` matches, until every
+    outbox has run one too, or 2 s passed.
 
     Unserialised, none sees the others' uncommitted rows; serialised (as it should be), the
     barrier breaks because one transaction waits for another to end.
     """
-    barrier = threading.Barrier(n, timeout=2)
+    barrier = threading.Barrier(len(outboxes), timeout=2)
 
     def stall(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith(f"INSERT INTO {state_table.name.upper()}"):
+        if after(statement, parameters):
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait()
 
-    engines = []
-    for _ in range(n):
-        replica = open_outbox()
-        sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        engines.append(RelayEngine(config, replica))
-    return engines
+    for outbox in outboxes:
+        sa.event.listen(outbox.engine, "after_cursor_execute", stall)
 
 
-def ingest_together(pairs: Sequence[tuple[RelayEngine, StateEvent]], now: float) -> dict[str, Any]:
-    """Each engine ingests its event in a thread of its own; the result (or exception) by event id."""
-    results: dict[str, Any] = {}
+def run_together(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Each call in a thread of its own; their results (or exceptions) in the order given."""
+    results: list[Any] = [None] * len(calls)
 
-    def run(engine: RelayEngine, event: StateEvent) -> None:
+    def run(i: int) -> None:
         try:
-            results[event.id] = engine.ingest(event, now=now)
+            results[i] = calls[i]()
         except BaseException as exc:  # the caller asserts there is none
-            results[event.id] = exc
+            results[i] = exc
 
-    threads = [threading.Thread(target=run, args=pair) for pair in pairs]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
     for t in threads:

@@ -12,7 +12,8 @@ from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, parse_config
-from tests.unit.relay.replicas import ingest_together, stalled_replicas
+from astro_xdeps.relay.state import state_table
+from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 from tests.unit.relay.test_relay_engine import (  # noqa: F401  (fixtures)
     T0,
     at,
@@ -150,10 +151,17 @@ def test_two_evaluators_fire_a_count_rule_once(open_outbox: Callable[[], Outbox]
     first = RelayEngine(CONFIG, open_outbox())
     first.ingest(failed("f1", 0), now=at(0))
     first.ingest(failed("f2", 1), now=at(1))
-    engines = stalled_replicas(open_outbox, CONFIG)
-    results = ingest_together([(engines[0], failed("f3", 2)), (engines[1], failed("f4", 2.5))], now=at(3))
-    assert not any(isinstance(r, BaseException) for r in results.values()), results
-    assert sorted(r.new_actions for r in results.values()) == [0, 1]
+    replicas = [open_outbox(), open_outbox()]
+    stall_together(replicas, after=inserts_into(state_table.name))
+    engines = [RelayEngine(CONFIG, replica) for replica in replicas]
+    results = run_together(
+        [
+            lambda: engines[0].ingest(failed("f3", 2), now=at(3)),
+            lambda: engines[1].ingest(failed("f4", 2.5), now=at(3)),
+        ]
+    )
+    assert not any(isinstance(r, BaseException) for r in results), results
+    assert sorted(r.new_actions for r in results) == [0, 1]
     assert len(items(first.outbox)) == 1
 
 

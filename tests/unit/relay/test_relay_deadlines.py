@@ -7,7 +7,6 @@ Wednesday 2026-01-28 06:00 CET is 05:00 UTC.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -23,6 +22,7 @@ from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, parse_config
 from astro_xdeps.relay.schedule import DeadlineSchedule
+from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 from tests.unit.relay.test_relay_engine import (  # noqa: F401  (fixtures)
     items,
     open_outbox,
@@ -93,6 +93,8 @@ def _config(**deadline: Any) -> RelayConfig:
 
 
 CONFIG = _config()
+# The statement that claims a missed deadline: where two racing evaluators are made to overlap.
+MISSED_CLAIM = inserts_into(deadlines_table.name, with_value="missed")
 
 
 def success(event_id: str, when: datetime, dag_id: str = "extract_a") -> StateEvent:
@@ -195,34 +197,11 @@ def test_two_evaluators_at_once_fire_once(open_outbox: Callable[[], Outbox]) -> 
     Each transaction stalls after its claim until the other has tried too (or 2 s passed).
     """
     RelayEngine(CONFIG, open_outbox()).tick(ts(OPENS - timedelta(hours=1)))
-    barrier = threading.Barrier(2, timeout=2)
-    engines = []
-    for _ in range(2):
-        replica = open_outbox()
-
-        def stall(conn, cursor, statement, parameters, context, executemany) -> None:
-            if (
-                "INSERT INTO XDEPS_RELAY_DEADLINES" in statement.upper()
-                and "MISSED" in str(parameters).upper()
-            ):
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    barrier.wait()
-
-        sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        engines.append(RelayEngine(CONFIG, replica))
-    results: list[Any] = []
-
-    def run(engine: RelayEngine) -> None:
-        try:
-            results.append(engine.tick(ts(DEADLINE + timedelta(minutes=5))))
-        except BaseException as exc:  # reported below
-            results.append(exc)
-
-    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    replicas = [open_outbox(), open_outbox()]
+    stall_together(replicas, after=MISSED_CLAIM)
+    engines = [RelayEngine(CONFIG, replica) for replica in replicas]
+    late = ts(DEADLINE + timedelta(minutes=5))
+    results = run_together([lambda: engines[0].tick(late), lambda: engines[1].tick(late)])
     assert not any(isinstance(r, BaseException) for r in results), results
     assert sorted(r.new_actions for r in results) == [0, 2]
     assert len(items(engines[0].outbox)) == 2
@@ -235,35 +214,13 @@ def test_two_evaluators_at_once_claim_a_deadline_once(open_outbox: Callable[[], 
     decision does not depend on that.)
     """
     rule = CONFIG.rules[0]
-    states = []
-    barrier = threading.Barrier(2, timeout=2)
-    for _ in range(2):
-        replica = open_outbox()
-
-        def stall(conn, cursor, statement, parameters, context, executemany) -> None:
-            if (
-                "INSERT INTO XDEPS_RELAY_DEADLINES" in statement.upper()
-                and "MISSED" in str(parameters).upper()
-            ):
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    barrier.wait()
-
-        sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        states.append(DeadlineState(replica.engine, replica.write_engine))
+    replicas = [open_outbox(), open_outbox()]
+    stall_together(replicas, after=MISSED_CLAIM)
+    states = [DeadlineState(replica.engine, replica.write_engine) for replica in replicas]
     states[0].decide(rule, ts(OPENS - timedelta(hours=1)))
-    decisions: list[Any] = []
-
-    def run(state: DeadlineState) -> None:
-        try:
-            decisions.extend(state.decide(rule, ts(DEADLINE + timedelta(minutes=5))))
-        except BaseException as exc:  # reported below
-            decisions.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in states]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    late = ts(DEADLINE + timedelta(minutes=5))
+    outcomes = run_together([lambda: states[0].decide(rule, late), lambda: states[1].decide(rule, late)])
+    decisions = [d for outcome in outcomes for d in (outcome if isinstance(outcome, list) else [outcome])]
     assert sorted(d.created for d in decisions) == [False, True], decisions
 
 

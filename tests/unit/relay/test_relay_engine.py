@@ -21,7 +21,7 @@ from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
 from astro_xdeps.relay.state import RelayState, state_table
-from tests.unit.relay.replicas import ingest_together, stalled_replicas
+from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 
 T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 HOUR = 3600.0
@@ -393,10 +393,14 @@ def test_concurrent_events_of_one_rule_fire_exactly_once(open_outbox: Callable[[
     too, or 2 s passed. Without serialisation per rule, neither sees the other's uncommitted row
     and the pair never fires.
     """
-    engines = stalled_replicas(open_outbox, CONFIG)
-    results = ingest_together([(engines[0], A()), (engines[1], B())], now=at(2))
-    assert not any(isinstance(r, BaseException) for r in results.values()), results
-    assert sorted(r.new_actions for r in results.values()) == [0, 1]
+    replicas = [open_outbox(), open_outbox()]
+    stall_together(replicas, after=inserts_into(state_table.name))
+    engines = [RelayEngine(CONFIG, replica) for replica in replicas]
+    results = run_together(
+        [lambda: engines[0].ingest(A(), now=at(2)), lambda: engines[1].ingest(B(), now=at(2))]
+    )
+    assert not any(isinstance(r, BaseException) for r in results), results
+    assert sorted(r.new_actions for r in results) == [0, 1]
     assert len(items(engines[0].outbox)) == 1
 
 
