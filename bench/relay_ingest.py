@@ -659,8 +659,9 @@ def profile(tmp: Path) -> list[str]:
 
     from astro_xdeps.outbox.models import NewItem
     from astro_xdeps.outbox.store import Outbox
+    from astro_xdeps.relay.body import parse_json_body
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.events import parse_event, parse_json_body
+    from astro_xdeps.relay.payloads import parse_event
     from astro_xdeps.relay.rules import load_config, matching_rules, plan_actions
     from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
 

@@ -16,7 +16,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime, settings
-from astro_xdeps.relay.events import SCHEDULER_SOURCE, StateEvent, state_change_id
+from astro_xdeps.state_events import SCHEDULER_SOURCE, StateEvent, state_change_id
 
 log = logging.getLogger(__name__)
 

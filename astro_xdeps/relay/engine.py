@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from astro_xdeps.outbox.models import EnqueueResult, NewItem
 from astro_xdeps.outbox.store import Outbox
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.journal import RelayJournal, outcome, waiting_conditions
 from astro_xdeps.relay.rules import PlannedAction, RelayConfig, Rule, matching_rules, plan_actions
 from astro_xdeps.relay.state import RelayState, select_firing
+from astro_xdeps.state_events import StateEvent
 
 if TYPE_CHECKING:
     from astro_xdeps.relay.deadlines import DeadlineState

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from astro_xdeps.outbox.store import OutboxError
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import Condition, Rule
+from astro_xdeps.state_events import StateEvent
 
 log = logging.getLogger(__name__)
 

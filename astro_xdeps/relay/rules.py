@@ -80,8 +80,8 @@ from typing import Any
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox.models import MAX_KEY_CHARS, MAX_TARGET_CHARS
-from astro_xdeps.relay.events import DEADLINE_SOURCE, EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
 from astro_xdeps.relay.schedule import DeadlineSchedule, check_schedule
+from astro_xdeps.state_events import DEADLINE_SOURCE, EVENT_TYPES, MAX_ID_CHARS, MAX_MESSAGE_CHARS, StateEvent
 
 TEMPLATE_FIELDS = (
     "id",

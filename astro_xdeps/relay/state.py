@@ -16,8 +16,8 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from astro_xdeps.outbox.store import OutboxError
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import Rule
+from astro_xdeps.state_events import StateEvent
 
 _metadata = sa.MetaData()
 state_table = sa.Table(

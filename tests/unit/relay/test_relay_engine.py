@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.outbox.sa_compat import make_url
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
 from astro_xdeps.relay.state import RelayState, state_table
+from astro_xdeps.state_events import StateEvent
 
 PG_URL = os.environ.get("XDEPS_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from astro_xdeps.exceptions import ConfigError
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import (
     TEMPLATE_FIELDS,
     Action,
@@ -31,6 +30,7 @@ from astro_xdeps.relay.rules import (
     plan_actions,
     render,
 )
+from astro_xdeps.state_events import StateEvent
 
 T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 # Airflow's default [scheduler] allowed_run_id_pattern: a triggered run id must match it.

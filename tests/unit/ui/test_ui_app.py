@@ -182,7 +182,7 @@ def test_relay_shows_sources_rules_and_what_each_event_did(client: TestClient, o
     from datetime import datetime, timezone
 
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.events import StateEvent
+    from astro_xdeps.state_events import StateEvent
 
     rt_config = parse_config(
         {
