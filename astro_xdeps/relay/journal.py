@@ -189,11 +189,10 @@ class RelayJournal:
         return out, (out[-1]["id"] if len(rows) > limit else None)
 
 
-def waiting_conditions(rule: Rule, pending: dict[int, list[str]]) -> list[str]:
-    """The conditions of a stateful ``rule`` still short of their ``count`` of events, described. Pure."""
-    return [
-        describe_condition(c) for i, c in enumerate(rule.conditions) if len(pending.get(i) or ()) < c.count
-    ]
+def waiting_conditions(rule: Rule, unsatisfied: Sequence[int]) -> list[str]:
+    """The conditions of a stateful ``rule`` still short of their ``count`` of events
+    (``firing.Decision.unsatisfied``), described. Pure."""
+    return [describe_condition(rule.conditions[i]) for i in unsatisfied]
 
 
 def _reason(exc: BaseException) -> str:
