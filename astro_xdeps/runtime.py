@@ -134,8 +134,8 @@ def relay_engine() -> RelayEngine | None:
     with _lock:
         _check_fork()
         if _relay is None:
+            from astro_xdeps.relay.config import load_config
             from astro_xdeps.relay.engine import RelayEngine
-            from astro_xdeps.relay.rules import load_config
 
             _relay = RelayEngine(load_config(path), get_outbox())
             log.info("astro-xdeps relay: %d rule(s) from %s", len(_relay.config.rules), path)

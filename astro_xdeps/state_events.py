@@ -61,7 +61,7 @@ DEADLINE_SOURCE: Final = "@deadline"
 AttributeValue = str | int | float | bool | None
 
 _AIRFLOW_KEY = re.compile(r"[\w.-]+")  # airflow.utils.helpers.KEY_REGEX, for dag_id and task_id
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _INT64 = 2**63
 _TYPES_TEXT = ", ".join(EVENT_TYPES)
 _ISO_EXAMPLE = "2026-01-31T12:00:00Z"
@@ -194,7 +194,7 @@ def check_text(
         raise PayloadError(f"{name}: must not be empty")
     if max_chars is not None and len(value) > max_chars:
         raise PayloadError(f"{name}: {len(value)} characters; at most {max_chars} are accepted")
-    if not allow_control and _CONTROL.search(value):
+    if not allow_control and CONTROL_CHARS.search(value):
         raise PayloadError(f"{name}: contains control characters (newline, tab, ...); got {describe(value)}")
     try:
         value.encode("utf-8")

@@ -45,7 +45,7 @@ def collect(outbox: Outbox, *, received: bool = True) -> GraphInputs:
         inputs.notes.append(f"asset forwarding is off: {plan.reason}")
     relay_config = settings.get("relay_config")
     if relay_config:
-        from astro_xdeps.relay.rules import load_config
+        from astro_xdeps.relay.config import load_config
 
         inputs.rules = load_config(relay_config).rules
     inputs.flows += flows_from_items(OutboxQueries(outbox).sample())

@@ -360,7 +360,7 @@ def _misconfigured(source: Source, exc: ConfigError) -> Problem:
 def runtime_from_settings(config_path: str | None = None) -> RelayRuntime:
     """The runtime for a relay configured through ``[astro_xdeps] relay_config`` (or a path)."""
     from astro_xdeps import runtime, settings
-    from astro_xdeps.relay.rules import load_config
+    from astro_xdeps.relay.config import load_config
 
     if not (config_path or settings.get("relay_config")):
         raise ConfigError(

@@ -281,7 +281,7 @@ def runtime_from_settings() -> UiRuntime:
     outbox = runtime.get_outbox()
     relay_config = None
     if settings.get("relay_config"):
-        from astro_xdeps.relay.rules import load_config
+        from astro_xdeps.relay.config import load_config
 
         relay_config = load_config(settings.get("relay_config"))
     return UiRuntime(

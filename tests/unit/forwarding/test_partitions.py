@@ -10,7 +10,8 @@ from astro_xdeps.cli.doctor import partitions_check
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.forwarding.payload import SourceEvent, outbox_payload
 from astro_xdeps.forwarding.routes import destinations, map_partition_key, parse_routes
-from astro_xdeps.relay.rules import parse_config, plan_actions
+from astro_xdeps.relay.config import parse_config
+from astro_xdeps.relay.rules import plan_actions
 from astro_xdeps.state_events import StateEvent
 
 EVENT = SourceEvent(

@@ -14,7 +14,7 @@ from astro_xdeps.graph.model import (
     merge_flows,
     received_flow,
 )
-from astro_xdeps.relay.rules import parse_config
+from astro_xdeps.relay.config import parse_config
 
 
 def _item(

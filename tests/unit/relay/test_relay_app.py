@@ -18,9 +18,10 @@ from starlette.exceptions import StarletteDeprecationWarning
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
 from astro_xdeps.relay.problems import UNAVAILABLE
-from astro_xdeps.relay.rules import RelayConfig, dag_run_id, parse_config
+from astro_xdeps.relay.rules import RelayConfig, dag_run_id
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
 
 with warnings.catch_warnings():

@@ -23,8 +23,9 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.rules import RelayConfig, parse_config
+from astro_xdeps.relay.rules import RelayConfig
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
 from astro_xdeps.state_events import EVENT_TYPES
 

@@ -27,8 +27,9 @@ from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.listeners.states import state_event
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.rules import RelayConfig, parse_config, plan_actions
+from astro_xdeps.relay.rules import RelayConfig, plan_actions
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
 from astro_xdeps.state_events import StateEvent
 

@@ -21,8 +21,9 @@ import sqlalchemy as sa
 
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.outbox.sa_compat import make_url
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
+from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id
 from astro_xdeps.relay.state import RelayState, state_table
 from astro_xdeps.state_events import StateEvent
 

@@ -18,8 +18,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from astro_xdeps.graph.sources import GraphInputs
 from astro_xdeps.outbox import NewItem, Outbox
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.journal import RelayJournal
-from astro_xdeps.relay.rules import parse_config
 from astro_xdeps.ui.app import UiRuntime, create_app
 
 with warnings.catch_warnings():
