@@ -38,15 +38,6 @@ BODY_TOO_LARGE = ProblemType("body-too-large", 413, "The body is too large")
 NOT_JSON = ProblemType("unsupported-media-type", 415, "The body must be application/json")
 INVALID_EVENT = ProblemType("invalid-event", 422, "The payload is not an event this relay accepts")
 UNAVAILABLE_NOW = ProblemType("unavailable", 503, "The relay cannot take events now")
-PROBLEM_TYPES = (
-    MALFORMED_BODY,
-    NOT_AUTHENTICATED,
-    UNKNOWN_SOURCE,
-    BODY_TOO_LARGE,
-    NOT_JSON,
-    INVALID_EVENT,
-    UNAVAILABLE_NOW,
-)
 
 
 class Problem(Exception):
