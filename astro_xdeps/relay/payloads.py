@@ -22,6 +22,8 @@ from astro_xdeps.state_events import (
     state_change_id,
 )
 
+_UNDECIDED = "gen-undecided"  # a placeholder id while the fields are checked; never returned
+
 
 def parse_event(
     payload: Any,
@@ -97,5 +99,3 @@ def _parse_generic(
     derived = state_change_id("gen", *parts, event.occurred_at.isoformat(), dict(event.attributes))
     return dataclasses.replace(event, id=derived)
 
-
-_UNDECIDED = "gen-undecided"  # a placeholder while the fields are checked; never returned
