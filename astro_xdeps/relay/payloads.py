@@ -98,4 +98,3 @@ def _parse_generic(
     parts = (event.type, event.dag_id, event.run_id, event.task_id, event.deployment)
     derived = state_change_id("gen", *parts, event.occurred_at.isoformat(), dict(event.attributes))
     return dataclasses.replace(event, id=derived)
-
