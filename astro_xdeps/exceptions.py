@@ -10,6 +10,8 @@ Exception tree::
         ├── RequestRejected     any other 4xx: the request itself is wrong; never retried
         └── TransientError      connect errors, timeouts, 429, 5xx: worth retrying
                                 (``ambiguous`` when the request may have taken effect)
+    PayloadError                an event the relay refuses (HTTP 400/422); ``reason`` is safe to send back
+    SignatureError              a relay request that is not authentic (HTTP 401); ``reason`` is safe to send back
 
 Messages say which deployment, which call, what came back and what to try. They never
 contain a token or password: every message is built from parts that cannot hold one, and
@@ -83,3 +85,25 @@ class TransientError(DeploymentError):
         self.ambiguous = ambiguous
         self.retry_after = retry_after
         super().__init__(message, **kw)
+
+
+class PayloadError(XdepsError):
+    """The payload is not an event this relay accepts. ``reason`` is safe to send back.
+
+    The message names the field, what was expected and what came instead, shortened.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SignatureError(XdepsError):
+    """The request is not authentic. ``reason`` says what was wrong and is safe to send back.
+
+    It never holds a secret, an expected signature or a token.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

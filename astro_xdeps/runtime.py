@@ -87,8 +87,8 @@ def relay_engine() -> RelayEngine | None:
 
 def build_relay_engine(config_path: str) -> RelayEngine:
     """A relay engine over this process's outbox, for the rules file at ``config_path``."""
+    from astro_xdeps.relay.config import load_config
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.rules import load_config
 
     return RelayEngine(load_config(config_path), get_outbox())
 

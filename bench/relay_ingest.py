@@ -137,8 +137,8 @@ def relay_app(
 ) -> Any:
     from astro_xdeps.outbox.store import Outbox
     from astro_xdeps.relay.app import RelayRuntime, create_app
+    from astro_xdeps.relay.config import load_config
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.rules import load_config
 
     config = load_config(rules_path)
     engine = RelayEngine(config, Outbox.sqlite(outbox_path))
@@ -659,9 +659,11 @@ def profile(tmp: Path) -> list[str]:
 
     from astro_xdeps.outbox.models import NewItem
     from astro_xdeps.outbox.store import Outbox
+    from astro_xdeps.relay.body import parse_json_body
+    from astro_xdeps.relay.config import load_config
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.events import parse_event, parse_json_body
-    from astro_xdeps.relay.rules import load_config, matching_rules, plan_actions
+    from astro_xdeps.relay.payloads import parse_event
+    from astro_xdeps.relay.rules import matching_rules, plan_actions
     from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
 
     os.environ[SECRET_ENV] = SECRET

@@ -122,7 +122,8 @@ MAX_TEMPLATES = 12
 def _templates(rng: random.Random) -> tuple[list[str], int]:
     """Template strings drawn from the seed that ``parse_config`` accepts, and how many it refused."""
     from astro_xdeps.exceptions import ConfigError
-    from astro_xdeps.relay.rules import TEMPLATE_FIELDS, parse_config
+    from astro_xdeps.relay.config import parse_config
+    from astro_xdeps.relay.rules import TEMPLATE_FIELDS
 
     pieces = [
         *(f"{{{f}}}" for f in TEMPLATE_FIELDS),
@@ -240,8 +241,8 @@ def _relay_server(outbox_path: Path, config_data: dict[str, Any]) -> Iterator[st
 
     from astro_xdeps.outbox import Outbox
     from astro_xdeps.relay.app import RelayRuntime, create_app
+    from astro_xdeps.relay.config import parse_config
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.rules import parse_config
 
     config = parse_config(config_data)
     outbox = Outbox.sqlite(outbox_path)

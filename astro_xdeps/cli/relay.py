@@ -12,7 +12,7 @@ from astro_xdeps.exceptions import ConfigError, XdepsError
 
 
 def run_check(path: str, out: TextIO) -> int:
-    from astro_xdeps.relay.rules import load_config
+    from astro_xdeps.relay.config import load_config
 
     try:
         config = load_config(path)
@@ -40,9 +40,10 @@ def run_check(path: str, out: TextIO) -> int:
 
 def run_explain(path: str, event_json: str, out: TextIO, source_name: str | None = None) -> int:
     from astro_xdeps import runtime
+    from astro_xdeps.exceptions import PayloadError
+    from astro_xdeps.relay.config import load_config
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.events import PayloadError, parse_event
-    from astro_xdeps.relay.rules import load_config
+    from astro_xdeps.relay.payloads import parse_event
 
     try:
         config = load_config(path)

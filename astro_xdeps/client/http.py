@@ -1,6 +1,7 @@
 """The HTTP edge: one keep-alive session per deployment, auth, retries, error classification.
 
-Retry policy (the only one in the package):
+Retry policy of one call (shared by the async client; the outbox worker's backoff across
+attempts, ``outbox/worker.py``, is the other one):
 - retried: connection errors, timeouts, 429 and 5xx, with exponential backoff and jitter,
   waiting at least what ``Retry-After`` asks for;
 - never retried: any other 4xx — the request is wrong and sending it again changes nothing.

@@ -48,7 +48,7 @@ def collect(outbox_sample: Iterable[Any], *, received: bool = True) -> GraphInpu
         inputs.notes.append(f"asset forwarding is off: {plan.reason}")
     relay_config = settings.relay_config()
     if relay_config:
-        from astro_xdeps.relay.rules import load_config
+        from astro_xdeps.relay.config import load_config
 
         inputs.rules = load_config(relay_config).rules
     inputs.flows += flows_from_items(outbox_sample)

@@ -16,7 +16,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime, settings
-from astro_xdeps.relay.events import SCHEDULER_SOURCE, StateEvent, state_change_id
+from astro_xdeps.state_events import MAX_MESSAGE_CHARS, SCHEDULER_SOURCE, StateEvent, state_change_id
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def state_event(
         task_id=task_id,
         deployment=deployment,
         occurred_at=occurred_at or datetime.now(timezone.utc),
-        message=(message or None) and str(message)[:2000],
+        message=(message or None) and str(message)[:MAX_MESSAGE_CHARS],
         attributes=attributes,
         source=SCHEDULER_SOURCE,  # its own namespace: no HTTP source can post these ids
     )

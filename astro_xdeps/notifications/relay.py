@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 from astro_xdeps.client.config import DeploymentConfig, Timeouts, redact_url
 from astro_xdeps.client.http import Transport, scrub
 from astro_xdeps.exceptions import ConfigError, DeploymentError, TransientError
-from astro_xdeps.relay.events import state_change_id
 from astro_xdeps.relay.signing import webhook_headers
+from astro_xdeps.state_events import state_change_id
 from astro_xdeps.version_compat import BaseHook, BaseNotifier
 
 log = logging.getLogger(__name__)

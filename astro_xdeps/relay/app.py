@@ -4,11 +4,12 @@ Endpoints (prefix ``/xdeps/relay`` when mounted in the Airflow 3 api-server):
 
 - ``POST /events/{source}`` — an event from a configured source. Answers **202** only after
   the resulting actions are durably in the outbox; a repeated ``webhook-id`` (or event id)
-  on the same source answers 202 again with ``"new_actions": 0``. Errors: 401 bad or missing
-  signature/token, 404 unknown source, 413 body too large, 415 not JSON, 400 malformed JSON,
-  422 an invalid event, 503 + ``Retry-After`` when the relay cannot take events now (outbox
-  unavailable or still opening, or the relay/source misconfigured: the details go to the
-  server log, never to the caller).
+  on the same source answers 202 again with ``"new_actions": 0``. Every refusal is raised as a
+  ``Problem`` and answered by one handler as RFC 9457 ``application/problem+json``
+  (``problems.py``): 401 bad or missing signature/token, 404 unknown source, 413 body too
+  large, 415 not JSON, 400 malformed JSON, 422 an invalid event, 503 + ``Retry-After`` when
+  the relay cannot take events now (outbox unavailable or still opening, or the relay/source
+  misconfigured: the details go to the server log, never to the caller).
 - ``GET /health`` — 200 when the outbox answers, 503 otherwise; only ``status`` unless the
   caller may read monitoring (below).
 - ``GET /metrics`` — Prometheus text format, for callers that may read monitoring.
@@ -28,31 +29,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
-from astro_xdeps.exceptions import ConfigError, XdepsError
-from astro_xdeps.outbox import loss
-from astro_xdeps.outbox.store import Outbox, OutboxError
+from astro_xdeps.exceptions import ConfigError, PayloadError, SignatureError, XdepsError
+from astro_xdeps.relay.body import parse_json_body
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import PayloadError, parse_event, parse_json_body
-from astro_xdeps.relay.rules import RelayConfig, Source
-from astro_xdeps.relay.signing import (
-    HEADER_ID,
-    SignatureError,
-    single_header,
-    verify_bearer,
-    verify_standard_webhook,
+from astro_xdeps.relay.metrics import DB_ERRORS, Metrics
+from astro_xdeps.relay.payloads import parse_event
+from astro_xdeps.relay.problems import (
+    BODY_TOO_LARGE,
+    INVALID_EVENT,
+    MALFORMED_BODY,
+    NOT_AUTHENTICATED,
+    NOT_JSON,
+    UNKNOWN_SOURCE,
+    Problem,
+    problem_response,
 )
+from astro_xdeps.relay.rules import RelayConfig, Source
+from astro_xdeps.relay.signing import HEADER_ID, single_header, verify_bearer, verify_standard_webhook
+from astro_xdeps.state_events import StateEvent
 
 log = logging.getLogger(__name__)
 _SECRET_CACHE_SECONDS = 60.0
@@ -60,9 +64,6 @@ _SECRET_CACHE_SECONDS = 60.0
 LOAD_WAIT_SECONDS = 15.0
 RETRY_AFTER_UNAVAILABLE = "5"
 RETRY_AFTER_MISCONFIGURED = "60"
-UNAVAILABLE = "the relay cannot take events right now; retry later"
-# Errors that mean "the database is unavailable", raw or wrapped (OutboxError).
-_DB_ERRORS = (OutboxError, sqlite3.Error, sa.exc.SQLAlchemyError)
 
 
 class RelayUnavailable(Exception):
@@ -121,59 +122,6 @@ class SecretResolver:
         return value
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.actions: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def request(self, source: str, status: int) -> None:
-        with self.lock:
-            self.requests[(source, status)] += 1
-
-    def render(self, outbox: Outbox | None) -> str:
-        lines = [
-            "# HELP xdeps_relay_requests_total Event requests by source and HTTP status.",
-            "# TYPE xdeps_relay_requests_total counter",
-        ]
-        with self.lock:
-            for (source, status), n in sorted(self.requests.items()):
-                lines.append(f'xdeps_relay_requests_total{{source="{_label(source)}",status="{status}"}} {n}')
-            lines += [
-                "# HELP xdeps_relay_actions_total New actions written to the outbox, by rule.",
-                "# TYPE xdeps_relay_actions_total counter",
-            ]
-            for rule, n in sorted(self.actions.items()):
-                lines.append(f'xdeps_relay_actions_total{{rule="{_label(rule)}"}} {n}')
-        if outbox is not None:
-            lines += [
-                "# HELP xdeps_outbox_items Outbox items by target, kind and state.",
-                "# TYPE xdeps_outbox_items gauge",
-            ]
-            try:
-                for row in outbox.status():
-                    lines.append(
-                        f'xdeps_outbox_items{{target="{_label(row.target)}",kind="{row.kind}",state="{row.state}"}} {row.count}'
-                    )
-            except (XdepsError, *_DB_ERRORS):
-                lines.append("# outbox unavailable")
-        lines += loss.prometheus_lines()
-        return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def _error(status: int, reason: str, metrics: Metrics, source: str, **headers: str) -> JSONResponse:
-    metrics.request(source, status)
-    return JSONResponse({"error": reason}, status_code=status, headers=headers or None)
-
-
-def _unavailable(exc: RelayUnavailable, metrics: Metrics, source: str) -> JSONResponse:
-    return _error(503, UNAVAILABLE, metrics, source, **{"Retry-After": exc.retry_after})
-
-
 class _Busy(RelayUnavailable):
     """Another request is building the runtime right now."""
 
@@ -229,7 +177,7 @@ class _RuntimeHolder:
     def _build(self) -> RelayRuntime:
         try:
             return self._load()
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
             raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
         except Exception as exc:
@@ -282,76 +230,39 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
             return False
         return True
 
+    @app.exception_handler(Problem)
+    async def refuse(request: Request, problem: Problem) -> JSONResponse:
+        metrics.request(problem.source, problem.kind.status)
+        return problem_response(problem)
+
     @app.post("/events/{source_name}", status_code=202)
     async def post_event(source_name: str, request: Request):
         try:
             rt = await runtime()
         except RelayUnavailable as exc:
-            return _unavailable(exc, metrics, "-")
+            raise Problem.unavailable(exc.retry_after) from exc
         source = rt.config.source(source_name)
         if source is None:
             # The configured sources are not listed: the caller may not know them.
-            return _error(
-                404, "unknown source: POST to /events/<source> of a configured source", metrics, "-"
-            )
-        max_bytes = rt.config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
-            return _error(413, f"body is {declared} bytes; the limit is {max_bytes}", metrics, source.name)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                return _error(413, f"body exceeds the limit of {max_bytes} bytes", metrics, source.name)
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return _error(415, f"content-type must be application/json, got {ctype!r}", metrics, source.name)
+            raise Problem(UNKNOWN_SOURCE, "unknown source: POST to /events/<source> of a configured source")
+        body = await _read_body(request, source.name, rt.config.max_body_bytes)
         try:
             source_secrets = await run_in_threadpool(secrets, source)
         except ConfigError as exc:
-            log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
-            return _unavailable(RelayUnavailable(str(exc), RETRY_AFTER_MISCONFIGURED), metrics, source.name)
-        # Starlette's Headers keep every value of a repeated header (dict() would keep one), so
-        # a webhook-id or webhook-timestamp sent twice with different values is refused.
-        headers = request.headers
-        try:
-            if source.auth == "bearer":
-                verify_bearer(headers, source_secrets)
-                webhook_id = single_header(headers, HEADER_ID)
-            else:
-                webhook_id = verify_standard_webhook(
-                    headers, body, source_secrets, tolerance=source.tolerance_seconds
-                )
-        except SignatureError as exc:
-            return _error(401, str(exc), metrics, source.name)
-        except ConfigError as exc:
-            log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
-            return _unavailable(RelayUnavailable(str(exc), RETRY_AFTER_MISCONFIGURED), metrics, source.name)
-        try:
-            payload = parse_json_body(body, max_bytes=max_bytes)
-        except PayloadError as exc:
-            return _error(400, str(exc), metrics, source.name)
-        try:
-            event = parse_event(
-                payload, webhook_id=webhook_id, default_deployment=source.deployment, source=source.name
-            )
-        except PayloadError as exc:
-            return _error(422, str(exc), metrics, source.name)
+            raise _misconfigured(source, exc) from exc
+        webhook_id = _authenticate(source, request.headers, body, source_secrets)
+        event = _parse(body, source, webhook_id, rt.config.max_body_bytes)
         try:
             # Database work off the event loop: a mounted relay must not stall the api-server.
             result = await run_in_threadpool(rt.engine.ingest, event)
-        except (XdepsError, *_DB_ERRORS) as exc:
+        except (XdepsError, *DB_ERRORS) as exc:
             log.error(
                 "Relay could not record event %s of source %s: %s", event.id, source.name, _one_line(exc)
             )
-            return _unavailable(RelayUnavailable(str(exc)), metrics, source.name)
+            raise Problem.unavailable(RETRY_AFTER_UNAVAILABLE, source=source.name) from exc
         if result.new_actions and rt.on_enqueue is not None:
             rt.on_enqueue()
-        with metrics.lock:
-            for planned, enq in zip(result.planned, result.enqueued, strict=True):
-                if enq.created:
-                    metrics.actions[planned.rule] += 1
-        metrics.request(source.name, 202)
+        metrics.ingested(source.name, result)
         return JSONResponse(
             {
                 "event_id": event.id,
@@ -371,7 +282,7 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         try:
             rt = holder.get()
             rt.engine.outbox.next_due_at()
-        except (RelayUnavailable, *_DB_ERRORS) as exc:
+        except (RelayUnavailable, *DB_ERRORS) as exc:
             detail = (
                 exc.detail if isinstance(exc, RelayUnavailable) else f"outbox unavailable: {_one_line(exc)}"
             )
@@ -394,3 +305,57 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         return PlainTextResponse(metrics.render(outbox), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def _read_body(request: Request, source: str, max_bytes: int) -> bytes:
+    """The raw body, refused (413) as soon as it is known to exceed ``max_bytes``; must be JSON (415)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise Problem(BODY_TOO_LARGE, f"body is {declared} bytes; the limit is {max_bytes}", source=source)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise Problem(BODY_TOO_LARGE, f"body exceeds the limit of {max_bytes} bytes", source=source)
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise Problem(NOT_JSON, f"content-type must be application/json, got {ctype!r}", source=source)
+    return body
+
+
+def _authenticate(source: Source, headers: Headers, body: bytes, secrets: list[str]) -> str | None:
+    """The verified ``webhook-id`` (None: a bearer request without one); 401 if not authentic.
+
+    Starlette's Headers keep every value of a repeated header (dict() would keep one), so a
+    webhook-id or webhook-timestamp sent twice with different values is refused.
+    """
+    try:
+        if source.auth == "bearer":
+            verify_bearer(headers, secrets)
+            return single_header(headers, HEADER_ID)
+        return verify_standard_webhook(headers, body, secrets, tolerance=source.tolerance_seconds)
+    except SignatureError as exc:
+        raise Problem(NOT_AUTHENTICATED, exc.reason, source=source.name) from exc
+    except ConfigError as exc:
+        raise _misconfigured(source, exc) from exc
+
+
+def _parse(body: bytes, source: Source, webhook_id: str | None, max_bytes: int) -> StateEvent:
+    """The event the body reports: 400 if the body is not JSON, 422 if it is no event."""
+    try:
+        payload = parse_json_body(body, max_bytes=max_bytes)
+    except PayloadError as exc:
+        raise Problem(MALFORMED_BODY, exc.reason, source=source.name) from exc
+    try:
+        return parse_event(
+            payload, webhook_id=webhook_id, default_deployment=source.deployment, source=source.name
+        )
+    except PayloadError as exc:
+        raise Problem(INVALID_EVENT, exc.reason, source=source.name) from exc
+
+
+def _misconfigured(source: Source, exc: ConfigError) -> Problem:
+    """A source whose secret cannot be used: a 503 for the caller, the reason in the log only."""
+    log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
+    return Problem.unavailable(RETRY_AFTER_MISCONFIGURED, source=source.name)
+

@@ -34,9 +34,9 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
-from astro_xdeps.relay.events import DAG_RUN_MISSED_DEADLINE, DEADLINE_SOURCE, StateEvent
 from astro_xdeps.relay.rules import Rule
 from astro_xdeps.relay.state import CompanionTables
+from astro_xdeps.state_events import DAG_RUN_MISSED_DEADLINE, DEADLINE_SOURCE, StateEvent
 
 log = logging.getLogger(__name__)
 

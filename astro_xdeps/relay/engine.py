@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from astro_xdeps.outbox.models import EnqueueResult, NewItem
 from astro_xdeps.outbox.store import Outbox
-from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.firing import Match, decide, match_time
 from astro_xdeps.relay.journal import RelayJournal, outcome, waiting_conditions
 from astro_xdeps.relay.rules import PlannedAction, RelayConfig, Rule, matching_rules, plan_actions
-from astro_xdeps.relay.state import RelayState, select_firing
+from astro_xdeps.relay.state import RelayState
+from astro_xdeps.state_events import StateEvent
 
 if TYPE_CHECKING:
     from astro_xdeps.relay.deadlines import DeadlineState
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 class IngestResult:
     matched: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # stateful rules not satisfied yet
+    unsatisfied: dict[str, list[int]] = field(default_factory=dict)  # conditions each waiting rule lacks
     planned: list[PlannedAction] = field(default_factory=list)
     enqueued: list[EnqueueResult] = field(default_factory=list)
 
@@ -78,11 +80,12 @@ class RelayEngine:
             if not rule.stateful:
                 result.planned += plan_actions(rule, [event])
                 continue
-            fired = self.state.record(rule, conditions, event, now)
-            if fired is None:
+            decision = self.state.record(rule, conditions, event, now)
+            if decision.firing is None:
                 result.waiting.append(rule.name)
+                result.unsatisfied[rule.name] = decision.unsatisfied(rule)
             else:
-                result.planned += plan_actions(rule, fired)
+                result.planned += plan_actions(rule, decision.firing)
 
     def _enqueue(self, result: IngestResult) -> None:
         if result.planned:
@@ -117,6 +120,7 @@ class RelayEngine:
                 self._record(missed, one, now)
                 result.matched += one.matched
                 result.waiting += one.waiting
+                result.unsatisfied.update(one.unsatisfied)
                 result.planned += one.planned
                 result.enqueued += one.enqueued
         return result
@@ -126,8 +130,7 @@ class RelayEngine:
         try:
             rules = {r.name: r for r in self.config.rules}
             waiting = {
-                name: waiting_conditions(rules[name], self.state.pending(rules[name], now))
-                for name in result.waiting
+                name: waiting_conditions(rules[name], result.unsatisfied[name]) for name in result.waiting
             }
             decision = outcome(
                 matched=result.matched, waiting=waiting, planned=result.planned, enqueued=result.enqueued
@@ -186,27 +189,18 @@ class RelayEngine:
     def _explain_stateful(
         self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
     ) -> tuple[bool, list[str], list[StateEvent], list[int]]:
-        """What ``record`` would do with ``event``, and the counter of every condition."""
-        assert rule.within_seconds is not None
-        pending = self.state.pending_events(rule, now)
-        in_window = min(event.occurred_at.timestamp(), now) >= now - rule.within_seconds
-        for i in conditions:
-            found = pending.setdefault(i, [])
-            if in_window and all(e.key != event.key for e in found):
-                found.append(event)
-                found.sort(key=lambda e: e.occurred_at)
-        counters, unsatisfied = [], []
+        """What ``record`` would do with ``event`` (the same ``decide``), and every condition's counter."""
+        occurred = match_time(rule, event, now)
+        new = None if occurred is None else Match(event.key, occurred, event)
+        decision = decide(rule, self.state.pending_matches(rule, now), new, conditions)
+        counters = []
         for i, cond in enumerate(rule.conditions):
-            n = len(pending.get(i, []))
-            if n < cond.count:
-                unsatisfied.append(i)
+            n = decision.counts.get(i, 0)
             mark = "satisfied" if n >= cond.count else f"{cond.count - n} more needed"
             counters.append(
                 f"  condition {i + 1} ({'/'.join(cond.types)} {cond.dag_id}): "
                 f"{min(n, cond.count)} of {cond.count} in the window, {mark}"
             )
-        selected = select_firing(rule, {i: found for i, found in pending.items() if found})
-        if selected is None:
-            return False, counters, [], unsatisfied
-        unique = {e.key: e for e in selected}
-        return True, counters, sorted(unique.values(), key=lambda e: (e.occurred_at, e.key)), unsatisfied
+        if decision.firing is None:
+            return False, counters, [], decision.unsatisfied(rule)
+        return True, counters, [m.event for m in decision.firing], decision.unsatisfied(rule)

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from astro_xdeps.outbox.store import OutboxError
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.rules import Condition, Rule
+from astro_xdeps.state_events import StateEvent
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,10 @@ class RelayJournal:
         return out, (out[-1]["id"] if len(rows) > limit else None)
 
 
-def waiting_conditions(rule: Rule, pending: dict[int, list[str]]) -> list[str]:
-    """The conditions of a stateful ``rule`` still short of their ``count`` of events, described. Pure."""
-    return [
-        describe_condition(c) for i, c in enumerate(rule.conditions) if len(pending.get(i) or ()) < c.count
-    ]
+def waiting_conditions(rule: Rule, unsatisfied: Sequence[int]) -> list[str]:
+    """The conditions of a stateful ``rule`` still short of their ``count`` of events
+    (``firing.Decision.unsatisfied``), described. Pure."""
+    return [describe_condition(rule.conditions[i]) for i in unsatisfied]
 
 
 def _reason(exc: BaseException) -> str:

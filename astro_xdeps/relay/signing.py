@@ -43,7 +43,7 @@ import secrets as _secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from astro_xdeps.exceptions import ConfigError, XdepsError
+from astro_xdeps.exceptions import ConfigError, SignatureError
 
 HEADER_ID = "webhook-id"
 HEADER_TIMESTAMP = "webhook-timestamp"
@@ -61,14 +61,6 @@ MAX_SIGNATURES = 20
 _DIGEST_BYTES = hashlib.sha256().digest_size
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
-
-
-class SignatureError(XdepsError):
-    """The request is not authentic. ``reason`` says what was wrong and is safe to send back."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 def generate_secret(num_bytes: int = 32) -> str:

@@ -11,13 +11,13 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
 
 import sqlalchemy as sa
 
 from astro_xdeps.outbox.store import OutboxError
-from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.firing import Decision, Match, decide, match_time
 from astro_xdeps.relay.rules import Rule
+from astro_xdeps.state_events import StateEvent
 
 _metadata = sa.MetaData()
 state_table = sa.Table(
@@ -33,22 +33,6 @@ state_table = sa.Table(
     # The events of the firing this row was consumed by (JSON), so a repeat can re-plan it.
     sa.Column("firing", sa.Text, nullable=True),
 )
-
-
-T = TypeVar("T")
-
-
-def select_firing(rule: Rule, matches: dict[int, list[T]]) -> list[T] | None:
-    """The matches a firing uses, or None when ``rule`` is not satisfied yet. Pure.
-
-    ``matches``: the unconsumed distinct events per condition index inside the window, oldest
-    first. A condition is satisfied by ``count`` of them; the rule by ``rule.required``
-    satisfied conditions. A firing uses the latest ``count`` events of every satisfied condition.
-    """
-    satisfied = [i for i, found in matches.items() if len(found) >= rule.conditions[i].count]
-    if len(satisfied) < rule.required:
-        return None
-    return [m for i in sorted(satisfied) for m in matches[i][-rule.conditions[i].count :]]
 
 
 def _pending(rule: Rule, now: float) -> tuple[sa.ColumnElement[bool], ...]:
@@ -92,16 +76,16 @@ class RelayState(CompanionTables):
 
     def record(
         self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
-    ) -> list[StateEvent] | None:
-        """Record ``event`` for the matched ``conditions``; return the events of a firing, if any.
+    ) -> Decision[StateEvent]:
+        """Record ``event`` for the matched ``conditions`` and decide (``firing.decide``) whether
+        the rule fires: the decision's ``firing`` are its events, None while it waits.
 
-        The events returned (see ``select_firing``; distinct, oldest first) are marked consumed in
-        the same transaction, so exactly one caller gets a given firing.
+        The events of a firing are marked consumed in the same transaction, so exactly one
+        caller gets a given firing.
         """
         assert rule.within_seconds is not None
         window_start = now - rule.within_seconds
-        # A sender's clock ahead of ours must not move the window: nothing happens after now.
-        occurred = min(event.occurred_at.timestamp(), now)
+        occurred = match_time(rule, event, now)
         t = state_table
         with self._lock, self._db("record an event"), self._write_engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -123,8 +107,8 @@ class RelayState(CompanionTables):
                 # A repeat of an event that already fired: the same firing again. Its actions
                 # have the same idempotency keys, so this only re-enqueues what may have been
                 # lost between this transaction and the outbox write.
-                return [StateEvent.from_dict(e) for e in json.loads(fired_before.firing)]
-            if occurred >= window_start:
+                return Decision({}, [StateEvent.from_dict(e) for e in json.loads(fired_before.firing)])
+            if occurred is not None:
                 for idx in conditions:
                     exists = conn.execute(
                         sa.select(t.c.event_id).where(
@@ -147,55 +131,35 @@ class RelayState(CompanionTables):
                 .where(*_pending(rule, now))
                 .order_by(t.c.occurred_at, t.c.event_id)
             ).all()
-            per_condition: dict[int, list[sa.Row]] = {}
-            for row in rows:
-                per_condition.setdefault(row.condition, []).append(row)  # ordered by time
-            selected = select_firing(rule, per_condition)
-            if selected is None:
-                return None
-            # One event can satisfy several conditions: it is in the firing once.
-            unique = {r.event_id: r for r in selected}
-            chosen = sorted(unique.values(), key=lambda r: (r.occurred_at, r.event_id))
-            firing = [json.loads(r.event) for r in chosen]
+            per_condition: dict[int, list[Match[str]]] = {}
+            for row in rows:  # ordered by time
+                per_condition.setdefault(row.condition, []).append(
+                    Match(row.event_id, row.occurred_at, row.event)
+                )
+            decision = decide(rule, per_condition)
+            if decision.firing is None:
+                return Decision(decision.counts, None)
+            chosen = decision.firing
+            firing = [json.loads(m.event) for m in chosen]
             # Consume every pending match up to the firing: the rule starts over from here.
             conn.execute(
                 sa.update(t)
-                .where(
-                    t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at <= chosen[-1].occurred_at
-                )
+                .where(t.c.rule == rule.name, t.c.consumed.is_(False), t.c.occurred_at <= chosen[-1].occurred)
                 .values(consumed=True, firing=json.dumps(firing))
             )
-            return [StateEvent.from_dict(e) for e in firing]
+            return Decision(decision.counts, [StateEvent.from_dict(e) for e in firing])
 
-    def pending(self, rule: Rule, now: float) -> dict[int, list[str]]:
-        """Unconsumed event ids per condition inside the window (for ``relay explain``)."""
-        t = state_table
-        with self._db("read pending events"), self._engine.connect() as conn:
-            rows = conn.execute(sa.select(t.c.condition, t.c.event_id).where(*_pending(rule, now))).all()
-        out: dict[int, list[str]] = {}
-        for row in rows:
-            out.setdefault(row.condition, []).append(row.event_id)
-        return out
-
-    def pending_events(self, rule: Rule, now: float) -> dict[int, list[StateEvent]]:
-        """The unconsumed events per condition inside the window, oldest first (for explain)."""
+    def pending_matches(self, rule: Rule, now: float) -> dict[int, list[Match[StateEvent]]]:
+        """The unconsumed matches per condition inside the window, oldest first (for explain)."""
         t = state_table
         with self._db("read pending events"), self._engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.c.condition, t.c.event)
+                sa.select(t.c.condition, t.c.event_id, t.c.occurred_at, t.c.event)
                 .where(*_pending(rule, now))
                 .order_by(t.c.occurred_at, t.c.event_id)
             ).all()
-        out: dict[int, list[StateEvent]] = {}
+        out: dict[int, list[Match[StateEvent]]] = {}
         for row in rows:
-            out.setdefault(row.condition, []).append(StateEvent.from_dict(json.loads(row.event)))
+            event = StateEvent.from_dict(json.loads(row.event))
+            out.setdefault(row.condition, []).append(Match(row.event_id, row.occurred_at, event))
         return out
-
-    def latest_pending(self, rule: Rule, now: float) -> dict[int, StateEvent]:
-        """The latest unconsumed event per condition inside the window, as ``record`` would pick it."""
-        t = state_table
-        with self._db("read pending events"), self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.condition, t.c.event).where(*_pending(rule, now)).order_by(t.c.occurred_at)
-            ).all()
-        return {row.condition: StateEvent.from_dict(json.loads(row.event)) for row in rows}

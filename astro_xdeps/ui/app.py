@@ -283,7 +283,7 @@ def runtime_from_settings() -> UiRuntime:
     outbox = runtime.get_outbox()
     relay_config = None
     if settings.relay_config():
-        from astro_xdeps.relay.rules import load_config
+        from astro_xdeps.relay.config import load_config
 
         relay_config = load_config(settings.relay_config())
     return UiRuntime(

@@ -60,7 +60,7 @@ def test_bad_signature_is_refused_and_triggers_nothing(upstream, downstream):
     wrong = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
     answer = _post(upstream, body, webhook_headers(body, [wrong], msg_id=f"msg_{uuid.uuid4().hex}"))
     assert answer.status_code == 401
-    assert "signature" in answer.json()["error"]
+    assert "signature" in answer.json()["detail"]
     unsigned = _post(upstream, body, {})
     assert unsigned.status_code == 401
     time.sleep(5)

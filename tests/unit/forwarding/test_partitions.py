@@ -10,8 +10,9 @@ from astro_xdeps.cli.doctor import partitions_check
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.forwarding.payload import SourceEvent, outbox_payload
 from astro_xdeps.forwarding.routes import destinations, map_partition_key, parse_routes
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import parse_config, plan_actions
+from astro_xdeps.relay.config import parse_config
+from astro_xdeps.relay.rules import plan_actions
+from astro_xdeps.state_events import StateEvent
 
 EVENT = SourceEvent(
     uri="s3://sales/daily", dag_id="sales", task_id="load", run_id="r1", partition_key="2026-11-30"

@@ -8,7 +8,7 @@ from astro_xdeps.forwarding.routes import Route
 from astro_xdeps.graph.flows import flows_from_items, merge_flows, received_flow
 from astro_xdeps.graph.layout import layers, layout
 from astro_xdeps.graph.model import Flow, build_graph
-from astro_xdeps.relay.rules import parse_config
+from astro_xdeps.relay.config import parse_config
 
 
 def _item(

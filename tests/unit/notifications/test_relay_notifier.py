@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from astro_xdeps.notifications.relay import RelayNotifier, event_from_context
-from astro_xdeps.relay.events import parse_event
+from astro_xdeps.relay.payloads import parse_event
 from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
 from astro_xdeps.version_compat import AIRFLOW_V_3_1_PLUS
 

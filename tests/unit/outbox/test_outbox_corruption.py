@@ -17,7 +17,7 @@ from astro_xdeps.cli import outbox as outbox_cli
 from astro_xdeps.forwarding.payload import SourceEvent
 from astro_xdeps.listeners.assets import forward
 from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox, OutboxError, loss
-from astro_xdeps.relay.app import Metrics
+from astro_xdeps.relay.metrics import Metrics
 
 FORK = multiprocessing.get_context("fork")
 ENV = "AIRFLOW__ASTRO_XDEPS__"

@@ -17,9 +17,11 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import Outbox, OutboxError
-from astro_xdeps.relay.app import UNAVAILABLE, RelayRuntime, create_app
+from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.rules import RelayConfig, dag_run_id, parse_config
+from astro_xdeps.relay.problems import UNAVAILABLE
+from astro_xdeps.relay.rules import RelayConfig, dag_run_id
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
 
 with warnings.catch_warnings():
@@ -72,6 +74,12 @@ CONFIG: RelayConfig = parse_config(
 )
 
 FAILED = {"type": "dag_run.failed", "dag_id": "load_orders", "run_id": "scheduled__1"}
+UNAVAILABLE_PROBLEM = {
+    "type": "urn:astro-xdeps:relay:problem:unavailable",
+    "title": "The relay cannot take events now",
+    "status": 503,
+    "detail": UNAVAILABLE,
+}
 
 
 @dataclass
@@ -259,7 +267,7 @@ def test_a_bearer_source(relay: Relay) -> None:
 def test_a_bearer_event_needs_an_id_to_be_told_from_a_retry(relay: Relay) -> None:
     response = relay.client.post("/events/ci", **bearer(FAILED))
     assert response.status_code == 422
-    assert "id: missing" in response.json()["error"]
+    assert "id: missing" in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -277,7 +285,7 @@ def test_a_wrong_bearer_is_refused(relay: Relay, headers: dict[str, str], reason
         "/events/ci", content=body_of(FAILED), headers={"content-type": "application/json", **headers}
     )
     assert response.status_code == 401
-    assert reason in response.json()["error"]
+    assert reason in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -330,15 +338,37 @@ def test_an_unauthentic_request_is_401_with_a_reason(relay: Relay, tamper, reaso
     tamper(kw)
     response = relay.client.post("/events/alerts", **kw)
     assert response.status_code == 401
-    assert reason in response.json()["error"]
+    assert reason in response.json()["detail"]
     assert relay.items() == []
     assert relay.enqueue_calls == []
+
+
+@pytest.mark.parametrize(
+    ("request_kw", "status", "name"),
+    [
+        ({"payload": b"{", "source": "alerts"}, 400, "malformed-body"),
+        ({"payload": FAILED, "secret": OTHER_SECRET}, 401, "not-authenticated"),
+        ({"payload": FAILED, "source": "nope"}, 404, "unknown-source"),
+        ({"payload": {**FAILED, "message": "x" * MAX_BODY}}, 413, "body-too-large"),
+        ({"payload": FAILED, "content_type": "text/plain"}, 415, "unsupported-media-type"),
+        ({"payload": {"type": "dag_run.failed"}}, 422, "invalid-event"),
+        ({"payload": FAILED, "source": "unset"}, 503, "unavailable"),
+    ],
+)
+def test_every_refusal_is_an_rfc_9457_problem(relay: Relay, request_kw: dict, status: int, name: str) -> None:
+    response = post(relay, **request_kw)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert set(problem) == {"type", "title", "status", "detail"}
+    assert (problem["type"], problem["status"]) == (f"urn:astro-xdeps:relay:problem:{name}", status)
+    assert problem["title"] and problem["detail"]
 
 
 def test_an_unknown_source_is_404(relay: Relay) -> None:
     response = relay.client.post("/events/nope", **signed(FAILED))
     assert response.status_code == 404
-    assert response.json()["error"] == "unknown source: POST to /events/<source> of a configured source"
+    assert response.json()["detail"] == "unknown source: POST to /events/<source> of a configured source"
     assert relay.items() == []
 
 
@@ -346,7 +376,7 @@ def test_a_body_over_the_limit_is_413_from_its_content_length(relay: Relay) -> N
     payload = {**FAILED, "message": "x" * MAX_BODY}
     response = post(relay, payload)
     assert response.status_code == 413
-    assert f"the limit is {MAX_BODY}" in response.json()["error"]
+    assert f"the limit is {MAX_BODY}" in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -358,7 +388,7 @@ def test_a_chunked_body_over_the_limit_is_413(relay: Relay) -> None:
     assert response.request.headers.get("transfer-encoding") == "chunked"
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
-    assert f"exceeds the limit of {MAX_BODY} bytes" in response.json()["error"]
+    assert f"exceeds the limit of {MAX_BODY} bytes" in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -379,7 +409,7 @@ def test_a_body_of_exactly_the_limit_is_not_413(relay: Relay) -> None:
 def test_text_plain_is_415(relay: Relay) -> None:
     response = post(relay, FAILED, content_type="text/plain")
     assert response.status_code == 415
-    assert "content-type must be application/json, got 'text/plain'" in response.json()["error"]
+    assert "content-type must be application/json, got 'text/plain'" in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -389,7 +419,7 @@ def test_text_plain_is_415(relay: Relay) -> None:
 def test_malformed_json_is_400(relay: Relay, body: bytes) -> None:
     response = post(relay, body)
     assert response.status_code == 400
-    assert response.json()["error"].startswith("the body ")
+    assert response.json()["detail"].startswith("the body ")
     assert relay.items() == []
 
 
@@ -407,7 +437,7 @@ def test_malformed_json_is_400(relay: Relay, body: bytes) -> None:
 def test_an_invalid_event_is_422(relay: Relay, payload: Any, reason: str) -> None:
     response = post(relay, payload)
     assert response.status_code == 422
-    assert reason in response.json()["error"]
+    assert reason in response.json()["detail"]
     assert relay.items() == []
 
 
@@ -416,7 +446,7 @@ def test_an_unset_secret_is_a_generic_503_and_the_details_go_to_the_log(
 ) -> None:
     response = post(relay, FAILED, source="unset")
     assert response.status_code == 503
-    assert response.json() == {"error": UNAVAILABLE}  # no env var names before any auth
+    assert response.json() == UNAVAILABLE_PROBLEM  # no env var names before any auth
     assert response.headers["retry-after"] == "60"
     assert UNSET_ENV not in response.text
     assert f"source 'unset' has no secret: set {UNSET_ENV}." in caplog.text
@@ -426,7 +456,7 @@ def test_an_unset_secret_is_a_generic_503_and_the_details_go_to_the_log(
 def test_an_unusable_secret_is_a_generic_503(relay: Relay, caplog: pytest.LogCaptureFixture) -> None:
     response = post(relay, FAILED, source="broken")
     assert response.status_code == 503
-    assert response.json() == {"error": UNAVAILABLE}
+    assert response.json() == UNAVAILABLE_PROBLEM
     assert "webhook secret is not valid base64" in caplog.text
     assert BROKEN_SECRET.removeprefix("whsec_") not in response.text + caplog.text
 
@@ -442,7 +472,7 @@ def test_a_relay_that_cannot_load_is_503_and_loads_again_on_the_next_request(out
 
     client = TestClient(create_app(load))
     first = client.post("/events/alerts", **signed(FAILED))
-    assert (first.status_code, first.json()["error"]) == (503, UNAVAILABLE)
+    assert (first.status_code, first.json()["detail"]) == (503, UNAVAILABLE)
     assert "relay.yaml" not in first.text
     assert client.post("/events/alerts", **signed(FAILED)).status_code == 202
     assert client.post("/events/alerts", **signed(FAILED, msg_id="msg_2")).status_code == 202
@@ -468,7 +498,7 @@ def test_an_outbox_error_is_503_with_retry_after(relay: Relay, monkeypatch: pyte
     response = post(relay, FAILED)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
-    assert response.json() == {"error": UNAVAILABLE}  # the outbox's URL stays in the log
+    assert response.json() == UNAVAILABLE_PROBLEM  # the outbox's URL stays in the log
     assert relay.enqueue_calls == []
 
 
@@ -484,7 +514,7 @@ def test_a_closed_outbox_is_503_and_the_retry_succeeds_once_it_is_back(tmp_path:
     boxes[0].close()
     response = client.post("/events/alerts", **signed(FAILED))
     assert response.status_code == 503
-    assert response.json() == {"error": UNAVAILABLE}
+    assert response.json() == UNAVAILABLE_PROBLEM
     assert response.headers["retry-after"] == "5"
     with Outbox.sqlite(path) as reopened:
         assert reopened.list_items() == []

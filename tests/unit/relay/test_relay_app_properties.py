@@ -23,10 +23,11 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import EVENT_TYPES
-from astro_xdeps.relay.rules import RelayConfig, parse_config
+from astro_xdeps.relay.rules import RelayConfig
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
+from astro_xdeps.state_events import EVENT_TYPES
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 instead of httpx: about the test tool, not this package.
@@ -279,7 +280,7 @@ def test_signed_generic_events_are_202_or_422(
     else:
         event("422")
         assert door.count() == before
-        assert isinstance(response.json()["error"], str) and response.json()["error"]
+        assert isinstance(response.json()["detail"], str) and response.json()["detail"]
 
 
 @common

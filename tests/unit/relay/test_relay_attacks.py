@@ -27,10 +27,11 @@ from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.listeners.states import state_event
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.relay.app import RelayRuntime, create_app
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import RelayConfig, parse_config, plan_actions
+from astro_xdeps.relay.rules import RelayConfig, plan_actions
 from astro_xdeps.relay.signing import generate_secret, webhook_headers
+from astro_xdeps.state_events import StateEvent
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -391,7 +392,7 @@ def test_a_repeated_signed_header_with_another_value_is_refused(outbox: Outbox, 
     headers.append((name, "msg_other" if name == "webhook-id" else str(int(time.time()) - 10)))
     response = mounted(outbox).post("/events/alerts", headers=headers, **kw)
     assert response.status_code == 401  # before: 202, the second value never reached signing.py
-    assert "more than once" in response.json()["error"]
+    assert "more than once" in response.json()["detail"]
     assert outbox.list_items() == []
 
 
@@ -400,7 +401,7 @@ def test_a_repeated_webhook_id_on_a_bearer_source_is_refused(outbox: Outbox) -> 
     headers = [*kw.pop("headers").items(), ("webhook-id", "ci-1"), ("webhook-id", "ci-2")]
     response = mounted(outbox).post("/events/ci", headers=headers, **kw)
     assert response.status_code == 401
-    assert "more than once" in response.json()["error"]
+    assert "more than once" in response.json()["detail"]
     assert outbox.list_items() == []
 
 

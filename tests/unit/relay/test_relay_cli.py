@@ -12,9 +12,10 @@ import pytest
 from astro_xdeps import runtime
 from astro_xdeps.cli.main import main
 from astro_xdeps.outbox import Outbox
+from astro_xdeps.relay.config import load_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import dag_run_id, load_config
+from astro_xdeps.relay.rules import dag_run_id
+from astro_xdeps.state_events import StateEvent
 
 ENV_PREFIX = "AIRFLOW__ASTRO_XDEPS__"
 

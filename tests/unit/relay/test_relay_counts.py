@@ -9,10 +9,11 @@ import pytest
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import Outbox
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import RelayConfig, dag_run_id, parse_config
+from astro_xdeps.relay.rules import RelayConfig, dag_run_id
 from astro_xdeps.relay.state import state_table
+from astro_xdeps.state_events import StateEvent
 from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 from tests.unit.relay.test_relay_engine import (  # noqa: F401  (fixtures)
     T0,

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import Outbox
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.deadlines import DeadlineClock, DeadlineState, deadlines_table
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import RelayConfig, parse_config
+from astro_xdeps.relay.rules import RelayConfig
 from astro_xdeps.relay.schedule import DeadlineSchedule
+from astro_xdeps.state_events import StateEvent
 from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 from tests.unit.relay.test_relay_engine import (  # noqa: F401  (fixtures)
     items,

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.outbox.sa_compat import make_url
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
-from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id, parse_config
+from astro_xdeps.relay.rules import RelayConfig, dag_run_id, firing_id
 from astro_xdeps.relay.state import RelayState, state_table
+from astro_xdeps.state_events import StateEvent
 from tests.unit.relay.replicas import inserts_into, run_together, stall_together
 
 T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
@@ -484,12 +485,17 @@ def test_explain_ignores_expired_and_consumed_matches(engine: RelayEngine) -> No
 def test_relay_state_pending_lists_unconsumed_ids_per_condition(outbox: Outbox) -> None:
     rule = CONFIG.rules[2]
     state = RelayState(outbox.engine, outbox.write_engine)
-    assert state.record(rule, [0], A(), at(0)) is None
-    assert state.record(rule, [0], A("A2", 1), at(1)) is None
-    assert {k: sorted(v) for k, v in state.pending(rule, at(1)).items()} == {0: ["A", "A2"]}
-    assert state.latest_pending(rule, at(1)) == {0: A("A2", 1)}
-    assert state.pending(rule, at(61)) == {0: ["A2"]}  # A left the window
-    fired = state.record(rule, [1], B(minutes=2), at(2))
+
+    def pending_keys(now: float) -> dict[int, list[str]]:
+        return {i: sorted(m.key for m in found) for i, found in state.pending_matches(rule, now).items()}
+
+    assert state.record(rule, [0], A(), at(0)).firing is None
+    waiting = state.record(rule, [0], A("A2", 1), at(1))
+    assert (waiting.firing, waiting.counts, waiting.unsatisfied(rule)) == (None, {0: 2}, [1])
+    assert pending_keys(at(1)) == {0: ["A", "A2"]}
+    assert state.pending_matches(rule, at(1))[0][-1].event == A("A2", 1)  # the latest, as record picks it
+    assert pending_keys(at(61)) == {0: ["A2"]}  # A left the window
+    fired = state.record(rule, [1], B(minutes=2), at(2)).firing
     assert fired == [A("A2", 1), B(minutes=2)]
-    assert state.pending(rule, at(2)) == {}
+    assert pending_keys(at(2)) == {}
     assert firing_id(rule.name, [e.id for e in fired]) == firing_id(rule.name, ["B", "A2"])

@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 
-from astro_xdeps.exceptions import XdepsError
-from astro_xdeps.relay.events import (
-    ASTRO_ALERT_TYPES,
-    EVENT_TYPES,
-    MAX_MESSAGE_CHARS,
-    PayloadError,
-    StateEvent,
-    parse_event,
-    parse_json_body,
-)
+from astro_xdeps.exceptions import PayloadError, XdepsError
+from astro_xdeps.relay.astro_alerts import ASTRO_ALERT_TYPES
+from astro_xdeps.relay.body import parse_json_body
+from astro_xdeps.relay.payloads import parse_event
+from astro_xdeps.state_events import EVENT_TYPES, MAX_MESSAGE_CHARS, StateEvent
 
 NOW = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -9,10 +9,10 @@ import pytest
 
 from astro_xdeps.outbox import Outbox
 from astro_xdeps.relay import journal as journal_mod
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.engine import RelayEngine
-from astro_xdeps.relay.events import StateEvent
 from astro_xdeps.relay.journal import RelayJournal
-from astro_xdeps.relay.rules import parse_config
+from astro_xdeps.state_events import StateEvent
 
 CONFIG = parse_config(
     {

@@ -16,15 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astro_xdeps.relay.events import EVENT_TYPES, PayloadError, StateEvent, parse_event, parse_json_body
+from astro_xdeps.exceptions import PayloadError, SignatureError
+from astro_xdeps.relay.body import parse_json_body
+from astro_xdeps.relay.payloads import parse_event
 from astro_xdeps.relay.signing import (
-    SignatureError,
     generate_secret,
     sign,
     verify_bearer,
     verify_standard_webhook,
     webhook_headers,
 )
+from astro_xdeps.state_events import EVENT_TYPES, StateEvent
 
 NOW = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 NOW_TS = NOW.timestamp()

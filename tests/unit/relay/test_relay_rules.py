@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from astro_xdeps.exceptions import ConfigError
-from astro_xdeps.relay.events import StateEvent
+from astro_xdeps.relay.config import load_config, parse_config, parse_duration
 from astro_xdeps.relay.rules import (
     TEMPLATE_FIELDS,
     Action,
@@ -24,13 +24,11 @@ from astro_xdeps.relay.rules import (
     dag_run_id,
     event_fields,
     firing_id,
-    load_config,
     matching_rules,
-    parse_config,
-    parse_duration,
     plan_actions,
     render,
 )
+from astro_xdeps.state_events import StateEvent
 
 T0 = datetime(2026, 1, 31, 12, 0, 0, tzinfo=timezone.utc)
 # Airflow's default [scheduler] allowed_run_id_pattern: a triggered run id must match it.
@@ -149,7 +147,7 @@ def test_the_documented_example_parses_into_the_model() -> None:
     assert (extracts.all_of, extracts.within_seconds, len(extracts.conditions)) == (True, 6 * 3600, 2)
     assert [a.kind for a in extracts.actions] == ["trigger_dag", "asset_event"]
     assert extracts.actions[1].uri == "s3://reports/inputs"
-    assert config.targets == {"xdeps_downstream"}
+    assert {a.target for r in config.rules for a in r.actions} == {"xdeps_downstream"}
     assert config.source("ci") is config.sources[1]
     assert config.source("nope") is None
 

@@ -9,11 +9,10 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from astro_xdeps.exceptions import ConfigError, XdepsError
+from astro_xdeps.exceptions import ConfigError, SignatureError, XdepsError
 from astro_xdeps.relay.signing import (
     DEFAULT_TOLERANCE,
     MAX_SIGNATURES,
-    SignatureError,
     decode_secret,
     generate_secret,
     sign,

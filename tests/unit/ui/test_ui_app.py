@@ -18,8 +18,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from astro_xdeps.graph.sources import GraphInputs
 from astro_xdeps.outbox import NewItem, Outbox
+from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.journal import RelayJournal
-from astro_xdeps.relay.rules import parse_config
 from astro_xdeps.ui.app import UiRuntime, create_app
 
 with warnings.catch_warnings():
@@ -182,7 +182,7 @@ def test_relay_shows_sources_rules_and_what_each_event_did(client: TestClient, o
     from datetime import datetime, timezone
 
     from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.events import StateEvent
+    from astro_xdeps.state_events import StateEvent
 
     rt_config = parse_config(
         {
