@@ -39,7 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LOCALHOST = "127.0.0.1"
-STUB_START_TIMEOUT = 20.0
+# Seconds a child process may take to say it is ready. Generous: on a loaded 2-core machine
+# importing uvicorn, or Airflow for a drainer, takes several times as long as when quiet.
+STUB_START_TIMEOUT = 90.0
 
 
 # -- environment ------------------------------------------------------------------------------

@@ -303,8 +303,11 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     return harness.finish(args, t_start, verdicts, figures)
 
 
-def report(variants: dict[str, Variant], args: argparse.Namespace) -> tuple[list[harness.Verdict], dict[str, float]]:
+def report(
+    variants: dict[str, Variant], args: argparse.Namespace
+) -> tuple[list[harness.Verdict], dict[str, float]]:
     """Print the table; return the verdicts and the headline figures (events/s, latencies)."""
+
     def rate(key: str) -> float:
         return median(variants[key].rates)
 

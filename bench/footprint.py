@@ -258,7 +258,11 @@ def import_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float
     own = median([r["plugin_s"] for r in samples["requests"]]) * 1000
     rss = median([(r["rss1_kb"] - r["rss0_kb"]) / 1024 for r in samples["airflow"]])
     figures.update(
-        {"plugin import ms, after import airflow": base, "... after the plugin machinery": machinery, "... with requests": own}
+        {
+            "plugin import ms, after import airflow": base,
+            "... after the plugin machinery": machinery,
+            "... with requests": own,
+        }
     )
     return [
         (
@@ -471,7 +475,11 @@ def outbox_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float
         )
     )
     figures.update(
-        {"enqueue big/small": ratios["enqueue"], "claim big/small": ratios["claim"], "claim+mark items/s": tp_big}
+        {
+            "enqueue big/small": ratios["enqueue"],
+            "claim big/small": ratios["claim"],
+            "claim+mark items/s": tp_big,
+        }
     )
     return [
         ("enqueue p50 at 100k pending vs empty (no target)", None, f"{fmt_ratio(ratios['enqueue'])}"),
@@ -623,7 +631,13 @@ def routes_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float
     )
     r1, r5 = delivery_by_targets(tmp, args)
     one_of_100 = LatencyRuns(fwd_lat[(100, 1, False)]).p(50) / LatencyRuns(fwd_lat[base]).p(50)
-    figures.update({"forward 1 of 100 routes / 1 route": one_of_100, "delivery 1 target events/s": r1, "... 5 targets": r5})
+    figures.update(
+        {
+            "forward 1 of 100 routes / 1 route": one_of_100,
+            "delivery 1 target events/s": r1,
+            "... 5 targets": r5,
+        }
+    )
     return [
         ("forward() p50, 1 of 100 routes matching vs 1 route (no target)", None, fmt_ratio(one_of_100)),
         (

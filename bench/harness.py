@@ -26,7 +26,9 @@ from bench.common import machine_notes, print_notes
 Verdict = tuple[str, bool | None, str]
 
 
-def parser(doc: str, *, reps: int = 5, min_reps: int = 3, max_seconds: float | None = None) -> argparse.ArgumentParser:
+def parser(
+    doc: str, *, reps: int = 5, min_reps: int = 3, max_seconds: float | None = None
+) -> argparse.ArgumentParser:
     """The options every benchmark has; ``max_seconds`` adds the time budget for repetitions."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=reps, help="repetitions")
@@ -46,7 +48,9 @@ def parser(doc: str, *, reps: int = 5, min_reps: int = 3, max_seconds: float | N
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: Mapping[str, object]) -> argparse.Namespace:
+def parse(
+    p: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: Mapping[str, object]
+) -> argparse.Namespace:
     """Parse ``argv``; with ``--smoke``, ``smoke``'s sizes replace the options of the same name."""
     args = p.parse_args(argv)
     if args.smoke:
@@ -97,7 +101,9 @@ def finish(
     print(f"\nTotal time {time.monotonic() - started:.0f} s; load average (1/5/15 min) at the end: {load}.")
     if not args.smoke:
         return 0
-    insane = {k: v for k, v in figures.items() if not (isinstance(v, int | float) and math.isfinite(v) and v > 0)}
+    insane = {
+        k: v for k, v in figures.items() if not (isinstance(v, int | float) and math.isfinite(v) and v > 0)
+    }
     if not figures or insane:
         print(f"SMOKE FAILED: figures that are not finite positive numbers: {insane or 'none measured'}")
         return 1

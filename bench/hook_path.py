@@ -92,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1500, help="forward() calls per case and repetition")
     parser.add_argument("--warmup", type=int, default=50, help="calls discarded at the start of each case")
     parser.add_argument("--gap-ms", type=float, default=2.0, help="time between two events (0: back-to-back)")
-    parser.add_argument("--seed-samples-fast", type=int, default=200, help="seed calls per rep at 0 ms / down")
+    parser.add_argument(
+        "--seed-samples-fast", type=int, default=200, help="seed calls per rep at 0 ms / down"
+    )
     parser.add_argument("--seed-samples-slow", type=int, default=20, help="seed calls per rep at 50 ms")
-    parser.add_argument("--seed-hang-calls", type=int, default=3, help="seed calls against the hanging server")
+    parser.add_argument(
+        "--seed-hang-calls", type=int, default=3, help="seed calls against the hanging server"
+    )
     parser.add_argument("--seed-hang-timeout", type=float, default=5.0, help="cap on a seed call (s)")
     parser.add_argument("--no-drainer", action="store_true", help="skip the separate-process drainer row")
     parser.add_argument("--drainer", metavar="OUTBOX_URL", help=argparse.SUPPRESS)
@@ -445,7 +449,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 # -- reporting ------------------------------------------------------------------------------------
 
 
-def report(cases: dict[str, Case], args: argparse.Namespace) -> tuple[list[harness.Verdict], dict[str, float]]:
+def report(
+    cases: dict[str, Case], args: argparse.Namespace
+) -> tuple[list[harness.Verdict], dict[str, float]]:
     """Print the table; return the verdicts and the headline figures (p99 of each ours/seed row)."""
     rows = []
     order = [

@@ -159,7 +159,11 @@ def serve(kind: str, outbox_path: str | None, rules_path: str | None) -> None:
     import uvicorn
 
     logging.getLogger("astro_xdeps").setLevel(logging.WARNING)
-    app = bare_app() if kind == "bare" else relay_app(outbox_path or "relay-outbox.db", rules_path or "rules.yaml")
+    app = (
+        bare_app()
+        if kind == "bare"
+        else relay_app(outbox_path or "relay-outbox.db", rules_path or "rules.yaml")
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((LOCALHOST, 0))
@@ -336,7 +340,15 @@ class Row:
         return median([r[key] for r in self.runs])
 
 
-SMOKE = {"reps": 1, "min_reps": 1, "seconds": 1.0, "connections": "4", "max_rate": 3000.0, "warmup": 200, "replay": 20}
+SMOKE = {
+    "reps": 1,
+    "min_reps": 1,
+    "seconds": 1.0,
+    "connections": "4",
+    "max_rate": 3000.0,
+    "warmup": 200,
+    "replay": 20,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,7 +382,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     started = time.monotonic()
     conns = [int(c) for c in args.connections.split(",")]
     kinds = KINDS
-    harness.header("Relay ingest benchmark: signed webhooks -> relay (verify, rules, outbox) vs bare FastAPI 202", args)
+    harness.header(
+        "Relay ingest benchmark: signed webhooks -> relay (verify, rules, outbox) vs bare FastAPI 202", args
+    )
     import fastapi
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0].strip()
@@ -463,7 +477,9 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     for c in conns:
         r = rows[("relay", c)].med("rate") / rows[("bare", c)].med("rate")
         verdicts.append((f"relay >= {TARGET_RATIO} of bare at c={c}", r >= TARGET_RATIO, f"{r:.2f}"))
-    verdicts.append(("exactly one outbox item per distinct event", ok_count and ok_replay, f"{accepted:,} accepted"))
+    verdicts.append(
+        ("exactly one outbox item per distinct event", ok_count and ok_replay, f"{accepted:,} accepted")
+    )
     figures = {f"{k} c={c} {m}": row.med(m) for (k, c), row in rows.items() for m in ("rate", "p50_us")}
     broken = [] if ok_count and ok_replay else ["the relay's outbox rows do not match its 202s (see above)"]
     return harness.finish(args, started, verdicts, figures, broken)

@@ -570,7 +570,9 @@ register(
 # -- command line ---------------------------------------------------------------------------------
 
 
-def run_scenario(name: str, *, small: bool, seed: int, smoke: bool = False) -> tuple[dict[str, Any], list[str]]:
+def run_scenario(
+    name: str, *, small: bool, seed: int, smoke: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     scenario = SCENARIOS[name]
     figures = scenario.run("smoke" if smoke else "small" if small else "full", seed)
     return figures, scenario.check(figures)

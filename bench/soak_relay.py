@@ -829,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100_000, help="requests to post (default 100000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clients", type=int, default=4, help="client threads posting at once")
-    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_COUNT} requests: that it runs (seconds)")
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_COUNT} requests: that it runs (seconds)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.count = SMOKE_COUNT
