@@ -39,7 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LOCALHOST = "127.0.0.1"
-STUB_START_TIMEOUT = 20.0
+# Seconds a child process may take to say it is ready. Generous: on a loaded 2-core machine
+# importing uvicorn, or Airflow for a drainer, takes several times as long as when quiet.
+STUB_START_TIMEOUT = 90.0
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -175,75 +177,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
-
-
-# -- what-if: a worker that writes a batch's outcomes at once ----------------------------------
-
-
-def batched_marks_worker_class(outbox: Any, *, checkpoint: bool = False) -> Any:
-    """What-if (not the package's behaviour): a ``DeliveryWorker`` subclass for ``outbox`` whose
-    ``mark_delivered`` calls are buffered and written in one transaction per claimed batch.
-    ``checkpoint``: after each such write it also runs ``PRAGMA wal_checkpoint(PASSIVE)`` itself
-    (for when the other connections have ``wal_autocheckpoint = 0``).
-
-    Used by the benchmarks to measure what batching the worker's writes would change.
-    """
-    import sqlalchemy as sa
-
-    from astro_xdeps.outbox.models import DELIVERED, PENDING, outbox_table
-    from astro_xdeps.outbox.worker import DeliveryWorker
-
-    t = outbox_table(sa.MetaData())
-    stmt = (
-        sa.update(t)
-        .where(
-            t.c.id == sa.bindparam("b_id"), t.c.state == PENDING, t.c.lease_owner == sa.bindparam("b_owner")
-        )
-        .values(
-            state=DELIVERED,
-            delivered_at=sa.bindparam("b_at"),
-            updated_at=sa.bindparam("b_at"),
-            result=sa.bindparam("b_result", type_=t.c.result.type),
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
-
-    class BatchedMarksWorker(DeliveryWorker):
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            self._marks: list[dict] = []
-            self._marks_lock = threading.Lock()
-            outer = self
-
-            class BufferingOutbox:
-                def __getattr__(self, name):
-                    return getattr(outbox, name)
-
-                def mark_delivered(self, item_id, owner, result=None) -> bool:
-                    mark = {"b_id": item_id, "b_owner": owner, "b_at": time.time(), "b_result": result}
-                    with outer._marks_lock:
-                        outer._marks.append(mark)
-                    return True
-
-            self.outbox = BufferingOutbox()
-
-        def deliver_due(self):
-            stats = super().deliver_due()
-            with self._marks_lock:
-                marks, self._marks = self._marks, []
-            if marks:
-                with outbox.write_engine.begin() as conn:
-                    conn.execute(stmt, marks)
-                if checkpoint:
-                    raw = outbox.engine.raw_connection()
-                    try:
-                        raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    finally:
-                        raw.close()
-            return stats
-
-    return BatchedMarksWorker
 
 
 # -- refused and hanging downstreams ----------------------------------------------------------
@@ -401,7 +334,8 @@ def _wait_until_up(stub: Stub, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads, user + system."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
@@ -428,7 +362,7 @@ def make_stub_app(latency_ms: float) -> Any:
         path, method = scope["path"], scope["method"]
         body = await read_body(receive)
         if path == "/_stats":
-            payload = {**counters, "cpu": _cpu_seconds()}
+            payload = {**counters, "cpu": cpu_seconds()}
             await _answer(send, 200, json.dumps(payload).encode())
             return
         counters["requests"] += 1

@@ -1,7 +1,6 @@
 """Delivery throughput and latency: outbox -> DeliveryWorker -> a local stub downstream (2xx).
 
-Run: ``.venv/bin/python -m bench.delivery`` (``--help`` for options; ``--profile`` adds a
-per-event breakdown and a cProfile of the worker's per-item path).
+Run: ``.venv/bin/python -m bench.delivery`` (``--help`` for options; ``--smoke``: seconds).
 
 Each repetition runs, side by side (order rotated from one repetition to the next):
 
@@ -23,25 +22,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
-import resource
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import harness
 from bench.common import (
     LatencyRuns,
-    batched_marks_worker_class,
+    cpu_seconds,
     fmt_ms,
-    machine_notes,
     median,
     prepare_airflow_env,
-    print_notes,
     stub_server,
     table,
     temp_dir,
@@ -66,33 +61,21 @@ class Variant:
     latencies: list[list[float]] = field(default_factory=list)
 
 
+SMOKE = {"reps": 1, "min_reps": 1, "items": 150, "stream_items": 20, "stream_rate": 200.0}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser = harness.parser(__doc__, max_seconds=185.0)
     parser.add_argument("-n", "--items", type=int, default=5000, help="items per drain / raw loop")
     parser.add_argument("--stream-items", type=int, default=500)
     parser.add_argument("--stream-rate", type=float, default=100.0, help="events/s enqueued while streaming")
-    parser.add_argument(
-        "--max-seconds",
-        type=float,
-        default=185.0,
-        help="stop when the next repetition would end later (after --min-reps)",
-    )
-    parser.add_argument("--min-reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="the worker's default: target_concurrency")
-    parser.add_argument("--profile", action="store_true", help="also profile, and measure what-ifs")
-    parser.add_argument("--profile-only", action="store_true", help="only the profiles and what-ifs")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, SMOKE)
     with temp_dir("xdeps-bench-delivery-") as tmp:
         home = tmp / "airflow_home"
         home.mkdir()
         prepare_airflow_env(home)
         return run(args, tmp)
-
-
-def cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 # -- payloads -------------------------------------------------------------------------------------
@@ -188,25 +171,23 @@ def raw_loop(
     return elapsed, [x for part in lat for x in part]
 
 
-def new_worker(outbox: Any, concurrency: int, *, batched: bool = False, trust_env: bool = True) -> Any:
-    """The package's DeliveryWorker; ``batched``/``trust_env=False`` are what-ifs (see --profile)."""
+def new_worker(outbox: Any, concurrency: int) -> Any:
+    """The package's DeliveryWorker, its client created (Airflow's connection lookup: not timed)."""
     from astro_xdeps.outbox.worker import DeliveryWorker
 
-    cls = batched_marks_worker_class(outbox) if batched else DeliveryWorker
-    worker = cls(outbox, concurrency=concurrency)
-    client = worker.clients.get(TARGET)  # Airflow's connection lookup: once per process, not per event
-    client.transport.session.trust_env = trust_env
+    worker = DeliveryWorker(outbox, concurrency=concurrency)
+    worker.clients.get(TARGET)
     return worker
 
 
-def drain_loop(db: Path, items: list[Any], concurrency: int, timeout: float, **what_if: bool) -> float:
+def drain_loop(db: Path, items: list[Any], concurrency: int, timeout: float) -> float:
     """Enqueue ``items`` (not timed), then time ``DeliveryWorker.drain()`` until all are delivered."""
     from astro_xdeps.outbox.store import Outbox
 
     with Outbox.sqlite(db) as outbox:
         for i in range(0, len(items), 500):
             outbox.enqueue(items[i : i + 500])
-        worker = new_worker(outbox, concurrency, **what_if)
+        worker = new_worker(outbox, concurrency)
         try:
             start = time.perf_counter()
             stats = worker.drain(timeout=timeout)
@@ -259,26 +240,19 @@ def stream_loop(
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
     t_start = time.monotonic()
-    pkg = logging.getLogger("astro_xdeps")
-    pkg.handlers[:] = [logging.NullHandler()]
-    pkg.propagate = False
-
-    notes = machine_notes()
-    print("Delivery benchmark: outbox -> DeliveryWorker -> stub downstream\n")
-    print_notes(notes)
+    harness.quiet_package_logs()
+    harness.header("Delivery benchmark: outbox -> DeliveryWorker -> stub downstream", args)
 
     with stub_server(0) as stub:
         os.environ["DEPLOYMENT_URL"] = stub.url
         os.environ["API_TOKEN"] = TOKEN
         os.environ["AIRFLOW__ASTRO_XDEPS__FORWARD_ASSETS"] = "true"
-        from astro_xdeps.outbox.worker import _client_from_connection
+        from astro_xdeps.hooks.deployment import DeploymentHook
 
-        _client_from_connection(TARGET)  # first lookup imports and initialises Airflow: not timed
+        # The first connection lookup imports and initialises Airflow: not timed.
+        DeploymentHook(TARGET, retries=0).get_conn().close()
 
         items = make_items(args.items)
-        if args.profile_only:
-            profile(tmp, items[:2000], stub.url, args.concurrency)
-            return 0
         stream_items = make_items(args.stream_items)
         bodies = raw_bodies(items, stub.url)
         c = args.concurrency
@@ -293,12 +267,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         }
         order = list(variants)
         budget = 120.0
-        for rep in range(args.reps):
-            spent = time.monotonic() - t_start
-            if rep >= args.min_reps and spent + spent / rep > args.max_seconds:
-                print(f"\nstopping after {rep} repetitions: the next would end past {args.max_seconds:g} s")
-                break
-            print(f"\nrepetition {rep + 1}/{args.reps} ...", flush=True)
+        for rep in harness.repetitions(args, t_start):
             rotated = order[rep % len(order) :] + order[: rep % len(order)]
             for key in rotated:
                 v = variants[key]
@@ -329,13 +298,15 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 with contextlib.suppress(OSError):
                     db.unlink()
 
-        report(variants, args, time.monotonic() - t_start)
-        if args.profile:
-            profile(tmp, items[:2000], stub.url, args.concurrency)
-    return 0
+        verdicts, figures = report(variants, args)
+    return harness.finish(args, t_start, verdicts, figures)
 
 
-def report(variants: dict[str, Variant], args: argparse.Namespace, elapsed: float) -> None:
+def report(
+    variants: dict[str, Variant], args: argparse.Namespace
+) -> tuple[list[harness.Verdict], dict[str, float]]:
+    """Print the table; return the verdicts and the headline figures (events/s, latencies)."""
+
     def rate(key: str) -> float:
         return median(variants[key].rates)
 
@@ -391,7 +362,6 @@ def report(variants: dict[str, Variant], args: argparse.Namespace, elapsed: floa
         f"\nStub: {stub_cpu * 1e6:.0f} us of CPU per request -> about {1 / stub_cpu:,.0f} requests/s on one core; "
         "'stub busy' is its CPU time over the variant's wall time (100% = one core saturated)."
     )
-    print("\nTargets")
     verdicts = [
         (
             f"ours >= {TARGET_RATE:,.0f} events/s (default concurrency)",
@@ -414,158 +384,9 @@ def report(variants: dict[str, Variant], args: argparse.Namespace, elapsed: floa
             f"{rate('raw_1'):,.0f} / {rate('raw_c'):,.0f} events/s",
         ),
     ]
-    for name, ok, value in verdicts:
-        print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nTotal time {elapsed:.0f} s; load average (1/5/15 min) at the end: {load}.")
-
-
-# -- profiling ------------------------------------------------------------------------------------
-
-
-def profile(tmp: Path, items: list[Any], url: str, concurrency: int) -> None:
-    """Where a delivered event's CPU goes, layer by layer, all in this one thread.
-
-    Each row runs the same events through one more layer of the worker's path; CPU time
-    (``time.thread_time``) rather than wall time, so other load on the machine does not count.
-    """
-    import cProfile
-    import io
-    import pstats
-
-    import requests
-
-    from astro_xdeps.outbox.store import Outbox
-
-    n = len(items)
-    bodies = raw_bodies(items, url)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    endpoint = f"{url}/api/v2/assets/events"
-
-    def cpu_per_event(fn: Callable[[int], Any], count: int = n) -> float:
-        fn(0)  # warm
-        t0 = time.thread_time()
-        for i in range(1, count):
-            fn(i)
-        return (time.thread_time() - t0) / (count - 1)
-
-    rows: list[list[str]] = []
-
-    def row(label: str, seconds: float, base: float | None) -> None:
-        extra = "" if base is None else f"{(seconds - base) * 1e6:+,.0f}"
-        rows.append([label, f"{seconds * 1e6:,.0f}", extra])
-
-    session = requests.Session()
-    raw = cpu_per_event(lambda i: session.post(endpoint, json=bodies[i], headers=headers, timeout=(5, 30)))
-    row("raw: Session.post(json=body)", raw, None)
-    session.trust_env = False
-    no_env = cpu_per_event(lambda i: session.post(endpoint, json=bodies[i], headers=headers, timeout=(5, 30)))
-    row("raw, Session.trust_env = False (no proxy/netrc lookup per request)", no_env, raw)
-    session.close()
-
-    with Outbox.sqlite(tmp / "profile-steps.db") as outbox:
-        outbox.enqueue(items)
-        worker = new_worker(outbox, 1)
-        client = worker.clients.get(TARGET)
-        transport = client.transport
-        t_req = cpu_per_event(
-            lambda i: transport.request("POST", "/api/v2/assets/events", json=bodies[i], retries=0).json()
-        )
-        row("Transport.request(POST).json()  (auth headers, tenacity, errors)", t_req, raw)
-        t_client = cpu_per_event(
-            lambda i: client.create_asset_event(
-                items[i].payload["uri"],
-                items[i].payload["extra"],
-                dedupe=("xdeps_event_id", items[i].payload["event_id"]),
-            )
-        )
-        row("DeploymentClient.create_asset_event  (+ 2nd tenacity loop, asset cache)", t_client, t_req)
-        claimed: list[Any] = []
-        t_claim = (
-            cpu_per_event(
-                lambda i: claimed.extend(
-                    outbox.claim(worker.owner, limit=worker.batch_size, lease_seconds=600)
-                ),
-                count=n // worker.batch_size,
-            )
-            / worker.batch_size
-        )
-        row(f"Outbox.claim, per item (batches of {worker.batch_size})", t_claim, None)
-        lock = threading.Lock()
-        t_one = cpu_per_event(lambda i: worker._deliver_one(claimed[i], set(), lock), count=len(claimed))
-        row("DeliveryWorker._deliver_one  (send + mark_delivered)", t_one, t_client)
-        worker.stop()
-    rows.append(
-        [
-            "ours per event: claim + _deliver_one",
-            f"{(t_claim + t_one) * 1e6:,.0f}",
-            f"{(t_claim + t_one) / raw:.2f}x raw",
-        ]
-    )
-    print(
-        f"\nProfile 1: CPU per event by layer, one thread, {n} events (us; + = over the row it builds on)\n"
-    )
-    print(table(["layer", "CPU us/event", "added"], rows))
-
-    # cProfile of the worker's per-item path (claim + _deliver_one), in this thread.
-    with Outbox.sqlite(tmp / "profile-cprofile.db") as outbox:
-        outbox.enqueue(items)
-        worker = new_worker(outbox, 1)
-        lock = threading.Lock()
-        prof = cProfile.Profile()
-        prof.enable()
-        while batch := outbox.claim(worker.owner, limit=worker.batch_size, lease_seconds=600):
-            for item in batch:
-                worker._deliver_one(item, set(), lock)
-        prof.disable()
-        worker.stop()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(20)
-    print(f"\nProfile 2: cProfile of claim + _deliver_one, {n} events, own time (top 20)\n")
-    print("\n".join(out.getvalue().splitlines()[4:]))
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(
-        r"worker.py.*(_deliver_one|_send)|api.py.*create_asset_event|http.py.*request|"
-        r"store.py.*(mark_delivered|claim|_transaction)|sessions.py:\d+\((request|merge_environment_settings)\)|"
-        r"connectionpool.py:\d+\(urlopen\)|tenacity/__init__.py:\d+\(__call__\)"
-    )
-    print("Profile 3: cProfile, cumulative time of the main frames\n")
-    print("\n".join(out.getvalue().splitlines()[4:]))
-
-    what_ifs(tmp, items, url, concurrency, reps=3)
-
-
-def what_ifs(tmp: Path, items: list[Any], url: str, concurrency: int, reps: int) -> None:
-    """Drain throughput if the package changed (simulated in bench code), side by side with raw."""
-    bodies = raw_bodies(items, url)
-    n = len(items)
-    runs: dict[str, list[float]] = {}
-    labels = {
-        "ours": "ours, as is",
-        "batched": "ours + one write transaction per batch for its outcomes",
-        "batched+noenv": "ours + that + Session.trust_env = False",
-        "raw": "raw, default Session",
-        "raw+noenv": "raw, Session.trust_env = False",
-    }
-    for rep in range(reps):
-        for key in labels:
-            deadline = time.monotonic() + 120
-            if key.startswith("raw"):
-                elapsed, _ = raw_loop(url, bodies, concurrency, deadline, trust_env=key == "raw")
-            else:
-                elapsed = drain_loop(
-                    tmp / f"whatif-{key}-{rep}.db",
-                    items,
-                    concurrency,
-                    120,
-                    batched=key != "ours",
-                    trust_env=key != "batched+noenv",
-                )
-            runs.setdefault(key, []).append(n / elapsed)
-    raw = median(runs["raw"])
-    rows = [[labels[k], f"{median(v):,.0f}", f"{median(v) / raw:.2f}"] for k, v in runs.items()]
-    print(f"\nProfile 4: what-ifs, drain of {n} items at concurrency {concurrency}, median of {reps}\n")
-    print(table(["variant", "events/s", "ratio to raw, default Session"], rows))
+    figures = {f"{v.label} events/s": rate(k) for k, v in variants.items()}
+    figures["streaming latency p50"] = LatencyRuns(variants["stream"].latencies).p(50)
+    return verdicts, figures
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Footprint: what installing astro-xdeps costs each Airflow process, and how the outbox and
 routing scale.
 
-Run: ``.venv/bin/python -m bench.footprint`` (``--help`` for options; ``--only import|outbox|routes``).
+Run: ``.venv/bin/python -m bench.footprint`` (``--help`` for options; ``--only import|outbox|routes``;
+``--smoke``: seconds, with three of the import contexts).
 
 1. **Plugin import** — in fresh subprocesses, the wall time and RSS (``VmRSS``) that
    ``import astro_xdeps.plugins.xdeps`` adds *after* a context is already imported:
@@ -10,7 +11,7 @@ Run: ``.venv/bin/python -m bench.footprint`` (``--help`` for options; ``--only i
    has), and the modules of a scheduler, an api-server app and a task runner. Bytecode is warm
    (``PYTHONPYCACHEPREFIX`` in a temp dir, written by an untimed first run), as in a deployed
    image; one row shows the cold case (no ``.pyc`` at all: this dev box sets
-   ``PYTHONDONTWRITEBYTECODE=1``). A what-if row imports ``requests`` into the context first, which
+   ``PYTHONDONTWRITEBYTECODE=1``). One row imports ``requests`` into the context first, which
    shows the package's own share. ``python -X importtime`` lists the top contributors.
 2. **Outbox at 100k pending** — 100,000 listener payloads enqueued into a SQLite outbox (batches
    of 1,000): fill rate, file size and bytes per item; then, side by side with a small outbox
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import re
 import sqlite3
@@ -41,15 +41,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench import harness
 from bench.common import (
     REPO,
     LatencyRuns,
     fmt_ms,
     fmt_ratio,
-    machine_notes,
     median,
     prepare_airflow_env,
-    print_notes,
     stub_server,
     table,
     temp_dir,
@@ -67,7 +66,7 @@ CONTEXTS = [
     ("scheduler", "import airflow.jobs.scheduler_job_runner", "scheduler modules"),
     ("api", "import airflow.api_fastapi.app", "api-server app modules"),
     ("task", "import airflow.sdk.execution_time.task_runner", "task runner modules"),
-    ("requests", "import airflow, requests", "what-if: `requests` already imported"),
+    ("requests", "import airflow, requests", "`requests` already imported (the package's own share)"),
 ]
 CHILD = """
 import json, sys, time
@@ -91,58 +90,57 @@ TARGET_COUNTS = (1, 5)
 URI = "s3://warehouse/orders"
 
 
+SMOKE = {
+    "import_reps": 1,
+    "import_reps_other": 1,
+    "cold_reps": 0,
+    "items": 2000,
+    "reps": 1,
+    "enqueue_samples": 20,
+    "claim_cycles": 2,
+    "route_samples": 20,
+    "delivery_items": 100,
+}
+SMOKE_CONTEXTS = ("airflow", "machinery", "requests")  # the ones the verdicts read
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, reps=3)
     parser.add_argument("--only", choices=("import", "outbox", "routes"), action="append")
     parser.add_argument(
         "--import-reps",
         type=int,
         default=10,
-        help="subprocesses per context for `import airflow` and the what-if",
+        help="subprocesses per context for `import airflow` and with `requests` already imported",
     )
     parser.add_argument("--import-reps-other", type=int, default=5, help="subprocesses per other context")
     parser.add_argument("--cold-reps", type=int, default=3, help="subprocesses without bytecode")
     parser.add_argument("--items", type=int, default=100_000, help="pending items in the big outbox")
-    parser.add_argument(
-        "--reps", type=int, default=3, help="repetitions of the outbox and route measurements"
-    )
     parser.add_argument("--enqueue-samples", type=int, default=300, help="single-item enqueues per rep")
     parser.add_argument("--claim-cycles", type=int, default=10, help="claim(200)+marks cycles per rep")
     parser.add_argument("--route-samples", type=int, default=500, help="events per route case and rep")
     parser.add_argument("--delivery-items", type=int, default=2000)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, SMOKE)
     parts = args.only or ["import", "outbox", "routes"]
     started = time.monotonic()
     with temp_dir("xdeps-bench-footprint-") as tmp:
         home = tmp / "airflow_home"
         home.mkdir()
         prepare_airflow_env(home)
-        print("Footprint benchmark: plugin import, outbox at 100k pending, routes and targets\n")
-        print_notes(machine_notes())
-        verdicts: list[tuple[str, bool | None, str]] = []
+        harness.header("Footprint benchmark: plugin import, outbox at 100k pending, routes and targets", args)
+        verdicts: list[harness.Verdict] = []
+        figures: dict[str, float] = {}
         if "import" in parts:
-            verdicts += import_section(tmp, args)
+            verdicts += import_section(tmp, args, figures)
         if "outbox" in parts or "routes" in parts:
             import airflow  # noqa: F401  (listeners.assets needs it; imported here, untimed)
 
-            quiet_package_logs()
+            harness.quiet_package_logs()
         if "outbox" in parts:
-            verdicts += outbox_section(tmp, args)
+            verdicts += outbox_section(tmp, args, figures)
         if "routes" in parts:
-            verdicts += routes_section(tmp, args)
-        print("\nTargets")
-        for name, ok, value in verdicts:
-            mark = "info" if ok is None else ("met" if ok else "MISSED")
-            print(f"  [{mark}] {name}: {value}")
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"\nTotal time {time.monotonic() - started:.0f} s; load average at the end: {load}.")
-    return 0
-
-
-def quiet_package_logs() -> None:
-    pkg = logging.getLogger("astro_xdeps")
-    pkg.handlers[:] = [logging.NullHandler()]
-    pkg.propagate = False
+            verdicts += routes_section(tmp, args, figures)
+    return harness.finish(args, started, verdicts, figures)
 
 
 # -- 1. plugin import -----------------------------------------------------------------------------
@@ -170,15 +168,16 @@ def run_child(context: str, env: dict[str, str], *, importtime: bool = False) ->
     return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
 
-def import_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool | None, str]]:
+def import_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float]) -> list[harness.Verdict]:
     print("\n## 1. Plugin import: time and RSS added to an Airflow process\n", flush=True)
     warm_cache = tmp / "pycache-warm"
     warm = child_env(warm_cache, bytecode=True)
-    for _, context, _ in CONTEXTS:  # writes the bytecode of everything these imports touch
+    contexts = [c for c in CONTEXTS if c[0] in SMOKE_CONTEXTS] if args.smoke else CONTEXTS
+    for _, context, _ in [] if args.smoke else contexts:  # writes the bytecode these imports touch
         run_child(context, warm)
     samples: dict[str, list[dict]] = defaultdict(list)
-    keys = [c[0] for c in CONTEXTS]
-    stmts = {c[0]: c[1] for c in CONTEXTS}
+    keys = [c[0] for c in contexts]
+    stmts = {c[0]: c[1] for c in contexts}
     main_keys = ("airflow", "requests")
     for rep in range(max(args.import_reps, args.import_reps_other)):
         rotated = keys[rep % len(keys) :] + keys[: rep % len(keys)]
@@ -204,9 +203,10 @@ def import_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             f"{median([r['rss0_kb'] for r in runs]) / 1024:.0f}",
         ]
 
-    for key, _, label in CONTEXTS:
+    for key, _, label in contexts:
         rows.append(row(label, samples[key]))
-    rows.append(row("cold: `import airflow`, no bytecode cache (compiles every module)", cold))
+    if cold:
+        rows.append(row("cold: `import airflow`, no bytecode cache (compiles every module)", cold))
     print(
         table(
             [
@@ -257,6 +257,13 @@ def import_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
     machinery = median([r["plugin_s"] for r in samples["machinery"]]) * 1000
     own = median([r["plugin_s"] for r in samples["requests"]]) * 1000
     rss = median([(r["rss1_kb"] - r["rss0_kb"]) / 1024 for r in samples["airflow"]])
+    figures.update(
+        {
+            "plugin import ms, after import airflow": base,
+            "... after the plugin machinery": machinery,
+            "... with requests": own,
+        }
+    )
     return [
         (
             f"plugin import after `import airflow` < {IMPORT_TARGET_MS:g} ms (warm bytecode)",
@@ -268,7 +275,7 @@ def import_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             machinery < IMPORT_TARGET_MS,
             f"{machinery:.1f} ms",
         ),
-        ("(what-if) with `requests` already imported", None, f"{own:.1f} ms"),
+        ("with `requests` already imported (no target)", None, f"{own:.1f} ms"),
         ("RSS added per process (no target)", None, f"{rss:.1f} MiB"),
     ]
 
@@ -336,7 +343,7 @@ def db_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
 
 
-def outbox_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool | None, str]]:
+def outbox_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float]) -> list[harness.Verdict]:
     from astro_xdeps.outbox.store import Outbox
 
     print(f"\n## 2. Outbox with {args.items:,} pending items (SQLite)\n", flush=True)
@@ -466,6 +473,13 @@ def outbox_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             rows,
         )
     )
+    figures.update(
+        {
+            "enqueue big/small": ratios["enqueue"],
+            "claim big/small": ratios["claim"],
+            "claim+mark items/s": tp_big,
+        }
+    )
     return [
         ("enqueue p50 at 100k pending vs empty (no target)", None, f"{fmt_ratio(ratios['enqueue'])}"),
         (
@@ -520,7 +534,7 @@ def routes_json(routes: list[Any]) -> str:
     )
 
 
-def routes_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool | None, str]]:
+def routes_section(tmp: Path, args: argparse.Namespace, figures: dict[str, float]) -> list[harness.Verdict]:
     from astro_xdeps import runtime
     from astro_xdeps.forwarding.payload import new_event_id
     from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
@@ -542,7 +556,8 @@ def routes_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             routes = make_routes(n_routes, n_targets, all_match=all_match)
             plan = ForwardingPlan(True, tuple(routes), "bench-upstream", 1, "bench")
             fan = n_routes * n_targets if all_match else n_targets
-            samples = args.route_samples if fan <= 50 else max(50, args.route_samples // 10)
+            few = max(min(50, args.route_samples // 4), args.route_samples // 10)  # 50 at the default 500
+            samples = args.route_samples if fan <= 50 else few
             lat = []
             for ev in events[:samples]:
                 eid = new_event_id()
@@ -560,7 +575,7 @@ def routes_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             runtime.reset()
             forward(events[0])  # opens the outbox, builds the plan: first-call cost, untimed
             lat = []
-            fwd_samples = samples if fan <= 50 else max(30, samples // 2)
+            fwd_samples = samples if fan <= 50 else max(min(30, samples), samples // 2)
             for ev in events[1 : 1 + fwd_samples]:
                 t = time.perf_counter()
                 written = forward(ev)
@@ -613,15 +628,26 @@ def routes_section(tmp: Path, args: argparse.Namespace) -> list[tuple[str, bool 
             rows,
         )
     )
-    delivery = delivery_by_targets(tmp, args)
+    r1, r5 = delivery_by_targets(tmp, args)
     one_of_100 = LatencyRuns(fwd_lat[(100, 1, False)]).p(50) / LatencyRuns(fwd_lat[base]).p(50)
+    figures.update(
+        {
+            "forward 1 of 100 routes / 1 route": one_of_100,
+            "delivery 1 target events/s": r1,
+            "... 5 targets": r5,
+        }
+    )
     return [
         ("forward() p50, 1 of 100 routes matching vs 1 route (no target)", None, fmt_ratio(one_of_100)),
-        ("delivery events/s, 5 targets vs 1 target (no target)", None, delivery),
+        (
+            "delivery events/s, 5 targets vs 1 target (no target)",
+            None,
+            f"{r5:,.0f} vs {r1:,.0f} events/s ({fmt_ratio(r5 / r1)})",
+        ),
     ]
 
 
-def delivery_by_targets(tmp: Path, args: argparse.Namespace) -> str:
+def delivery_by_targets(tmp: Path, args: argparse.Namespace) -> tuple[float, float]:
     """The same number of items drained to 1 target and to 5 targets (one stub serves them all)."""
     from astro_xdeps.client import DeploymentClient
     from astro_xdeps.client.config import DeploymentConfig
@@ -669,7 +695,7 @@ def delivery_by_targets(tmp: Path, args: argparse.Namespace) -> str:
             ],
         )
     )
-    return f"{r5:,.0f} vs {r1:,.0f} events/s ({fmt_ratio(r5 / r1)})"
+    return r1, r5
 
 
 if __name__ == "__main__":

@@ -30,22 +30,18 @@ SQLite metadata DB, LocalExecutor) and stops every process group at the end, als
    5 s lock waits and 500 answers, "database is locked": each such pass takes about a minute).
    Both sides' failures are counted, and the "database is locked" lines the downstream
    api-server logged. Afterwards every event id of ours is looked up downstream: each must be
-   there exactly once (retries after an ambiguous 500 check before resending). Calls on the
-   hot path are timed (wrappers on this run's objects only) to show where ours spends its time.
-3. **What-ifs** (skip with ``--no-what-if``): at concurrency 1 a third side, the worker of
-   ``bench.common.batched_marks_worker_class`` that writes a batch's outcomes in one transaction
-   (not the package's behaviour); and a per-layer table (raw post, Transport, DeploymentClient,
-   ``_send``, ``_deliver_one``, ``deliver_due``: CPU and wall per event) with a cProfile.
+   there exactly once (retries after an ambiguous 500 check before resending).
+
+``--smoke``: one latency run and a few events per side. Starting two deployments takes a minute
+or more on a small machine, so CI's benchmark smoke leaves this one out (its code paths are the
+integration tests' ``LocalDeployment`` and the worker's); run it by hand after changing it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
-import os
 import re
-import resource
 import threading
 import time
 import uuid
@@ -56,16 +52,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    batched_marks_worker_class,
-    machine_notes,
-    median,
-    percentile,
-    prepare_airflow_env,
-    print_notes,
-    table,
-    temp_dir,
-)
+from bench import harness
+from bench.common import cpu_seconds, median, prepare_airflow_env, table, temp_dir
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "dags" / "examples"
@@ -78,15 +66,24 @@ def ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
+SMOKE = {
+    "reps": 1,
+    "reps_concurrent": 1,
+    "events": 10,
+    "events_concurrent": 4,
+    "latency_runs": 1,
+    "complete_seconds": 20.0,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, reps=3)
     parser.add_argument(
         "--events", type=int, default=200, help="items per repetition and side, concurrency 1"
     )
     parser.add_argument(
         "--events-concurrent", type=int, default=20, help="items per repetition and side, concurrency > 1"
     )
-    parser.add_argument("--reps", type=int, default=3, help="rate repetitions at concurrency 1")
     parser.add_argument("--reps-concurrent", type=int, default=1, help="rate repetitions at concurrency > 1")
     parser.add_argument(
         "--concurrency",
@@ -100,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-seconds", type=float, default=270.0, help="start no further run or repetition after this"
     )
-    parser.add_argument(
-        "--no-what-if", action="store_true", help="skip the what-if worker and the per-layer breakdown"
-    )
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, SMOKE)
     with temp_dir("xdeps-bench-real-") as tmp:
         home = tmp / "bench_home"
         home.mkdir()
@@ -111,20 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, tmp)
 
 
-def quiet_package_logs() -> None:
-    pkg = logging.getLogger("astro_xdeps")
-    pkg.handlers[:] = [logging.NullHandler()]
-    pkg.propagate = False
-
-
 def run(args: argparse.Namespace, tmp: Path) -> int:
     from astro_xdeps.testing.local_deployment import COMPONENTS, LocalDeployment
 
     started = time.monotonic()
-    quiet_package_logs()
-    notes = machine_notes()
-    print("Real Airflow 3 benchmark: delivery rate vs raw client, and end-to-end latency\n")
-    print_notes(notes)
+    harness.quiet_package_logs()
+    harness.header("Real Airflow 3 benchmark: delivery rate vs raw client, and end-to-end latency", args)
     # Bytecode cached in the temp dir (this box sets PYTHONDONTWRITEBYTECODE=1): every Airflow
     # process and task process would otherwise compile Airflow from source, as no deployment does.
     pyc = {"PYTHONPYCACHEPREFIX": str(tmp / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
@@ -175,14 +161,10 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         for d in deployments:
             with contextlib.suppress(Exception):
                 d.stop()
-    report(latency, rate, args, notes)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    groups = sum(len(d.started_groups) for d in deployments)
-    print(
-        f"\nTotal time {time.monotonic() - started:.0f} s; {groups} process groups started and stopped; "
-        f"load average at the end: {load}."
-    )
-    return 0
+    verdicts, figures = report(latency, rate)
+    print(f"\n{sum(len(d.started_groups) for d in deployments)} process groups started and stopped.")
+    broken = [name for name, ok, _ in verdicts if name.startswith("every event") and not ok]
+    return harness.finish(args, started, verdicts, figures, broken)
 
 
 # -- 1. latency ---------------------------------------------------------------------------------
@@ -298,34 +280,21 @@ def client_factory(down: Any) -> Callable[[str], Any]:
 
 
 def ours_once(
-    down: Any,
-    items: list[Any],
-    db: Path,
-    args: argparse.Namespace,
-    concurrency: int,
-    *,
-    batched: bool = False,
+    down: Any, items: list[Any], db: Path, args: argparse.Namespace, concurrency: int
 ) -> dict[str, Any]:
-    """``batched``: the what-if worker of ``bench.common`` that writes a batch's outcomes at once."""
     from astro_xdeps.outbox.store import Outbox
     from astro_xdeps.outbox.worker import ClientPool, DeliveryWorker
 
     with Outbox.sqlite(db) as outbox:
         outbox.enqueue(items)
-        cls = batched_marks_worker_class(outbox) if batched else DeliveryWorker
-        worker = cls(outbox, clients=ClientPool(client_factory(down)), concurrency=concurrency)
+        worker = DeliveryWorker(outbox, clients=ClientPool(client_factory(down)), concurrency=concurrency)
         try:
             client = worker.clients.get(TARGET)
             client.resolve_asset(BEARS)  # login, version, asset id: untimed, as raw's
-            spent = timed_calls(outbox, ("claim", "mark_delivered", "mark_failed"))
-            spent.update(timed_calls(client, ("create_asset_event",)))
-            spent.update(timed_calls(client.transport.session, ("request",)))
             c0, t0 = cpu_seconds(), time.perf_counter()
             first = worker.drain(timeout=120)
             elapsed = time.perf_counter() - t0
             cpu = cpu_seconds() - c0
-            breakdown = {k: list(v) for k, v in spent.items()}
-            spent.clear()  # stop collecting (the wrappers stay, cheaply)
             errors = Counter(
                 classify(it.last_error) for it in outbox.list_items(state="pending", limit=len(items) + 1)
             )
@@ -350,7 +319,6 @@ def ours_once(
         "elapsed": elapsed,
         "rate": first.delivered / elapsed,
         "cpu_per_event": cpu / max(1, first.delivered + first.retried),
-        "breakdown": breakdown,
         "errors": errors,
         "all_delivered": len(done) == len(items),
         "delivered": len(done),
@@ -367,29 +335,6 @@ def log_summary(side: list[dict[str, Any]]) -> str:
     for x in side:
         total.update(x["locked_in_log"])
     return f"{total['posts']} / {total['500']} / {total['slow']} / {total['locked']}"
-
-
-def cpu_seconds() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def timed_calls(obj: Any, names: tuple[str, ...]) -> dict[str, list[float]]:
-    """Wrap ``obj``'s methods (this instance only) to record each call's wall time; measurement only."""
-    spent: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        original = getattr(obj, name)
-
-        def wrapper(*a: Any, _original: Any = original, _name: str = name, **kw: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return _original(*a, **kw)
-            finally:
-                if _name in spent:
-                    spent[_name].append(time.perf_counter() - t)
-
-        setattr(obj, name, wrapper)
-    return spent
 
 
 def classify(error: str | None) -> str:
@@ -430,7 +375,6 @@ def raw_once(down: Any, items: list[Any], asset_id: int, token: str, threads: in
                 statuses[key] += 1
 
     workers = [threading.Thread(target=post_all, args=(bodies[k::threads],)) for k in range(threads)]
-    spent = timed_calls(session, ("request",))
     c0 = cpu_seconds()
     t0 = time.perf_counter()
     for w in workers:
@@ -447,7 +391,6 @@ def raw_once(down: Any, items: list[Any], asset_id: int, token: str, threads: in
         "elapsed": elapsed,
         "rate": ok / elapsed,
         "cpu_per_event": cpu / len(items),
-        "breakdown": {k: list(v) for k, v in spent.items()},
         "statuses": statuses,
         "event_ids": [it.payload["event_id"] for it in items],
     }
@@ -471,25 +414,14 @@ def rate_phase(down: Any, args: argparse.Namespace, tmp: Path, started: float) -
         )
         ours: list[dict[str, Any]] = []
         raw: list[dict[str, Any]] = []
-        batched: list[dict[str, Any]] = []
         for rep in range(reps):
             if rep >= 1 and time.monotonic() - started > args.max_seconds - 30:
                 print(f"  stopping after {rep} repetitions (time budget)")
                 break
-            sides = ["ours", "raw"] + (["batched"] if c == 1 and not args.no_what_if else [])
+            sides = ["ours", "raw"]
             for side in sides[rep % len(sides) :] + sides[: rep % len(sides)]:
                 items = make_items(n)
                 log_at = api_log.stat().st_size
-                if side == "batched":
-                    res = ours_once(down, items, tmp / f"rate-b-{c}-{rep}.db", args, c, batched=True)
-                    res["locked_in_log"] = locked_lines(api_log, log_at)
-                    batched.append(res)
-                    print(
-                        f"  rep {rep + 1} what-if, outcomes written per batch: {res['rate']:,.1f} events/s "
-                        f"({res['first_delivered']}/{res['n']} confirmed in {res['elapsed']:.1f} s)",
-                        flush=True,
-                    )
-                    continue
                 if side == "ours":
                     res = ours_once(down, items, tmp / f"rate-{c}-{rep}.db", args, c)
                     ours.append(res)
@@ -512,120 +444,9 @@ def rate_phase(down: Any, args: argparse.Namespace, tmp: Path, started: float) -
                         f"{res['elapsed']:.1f} s; answers {dict(res['statuses'])}); downstream log: {res['locked_in_log']}",
                         flush=True,
                     )
-        results[c] = {"ours": ours, "raw": raw, "batched": batched}
-    layer_lines = [] if args.no_what_if else layers(down, asset_id, token, tmp)
+        results[c] = {"ours": ours, "raw": raw}
     counts = downstream_counts(down, asset_id)
-    return {"by_concurrency": results, "counts": counts, "layers": layer_lines}
-
-
-def layers(down: Any, asset_id: int, token: str, tmp: Path, n: int = 200) -> list[str]:
-    """CPU and wall time per event against the real downstream, one layer of ours more per row,
-    sequential in this thread (concurrency 1); then a cProfile of the worker's per-item path."""
-    import cProfile
-    import io
-    import pstats
-
-    import requests
-
-    from astro_xdeps.outbox.store import Outbox
-    from astro_xdeps.outbox.worker import ClientPool, DeliveryWorker
-
-    rows: list[tuple[str, float, float]] = []
-
-    def measure(label: str, fn: Callable[[], Any]) -> None:
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        fn()
-        rows.append((label, (cpu_seconds() - c0) / n, (time.perf_counter() - t0) / n))
-
-    endpoint = f"{down.url}/api/v2/assets/events"
-    session = requests.Session()
-    headers = {"Authorization": f"Bearer {token}"}
-    items = make_items(n)
-
-    def raw_posts() -> None:
-        for it in items:
-            session.post(
-                endpoint,
-                json={"asset_id": asset_id, "extra": it.payload["extra"]},
-                headers=headers,
-                timeout=(5, 30),
-            ).raise_for_status()
-
-    measure("raw: requests.Session.post", raw_posts)
-    session.close()
-    client = client_factory(down)(TARGET)
-    client.resolve_asset(BEARS)
-    items = make_items(n)
-    measure(
-        "Transport.request (auth header, error mapping)",
-        lambda: [
-            client.transport.request(
-                "POST",
-                "/api/v2/assets/events",
-                json={"asset_id": asset_id, "extra": it.payload["extra"]},
-                retries=0,
-            )
-            for it in items
-        ],
-    )
-    items = make_items(n)
-    measure(
-        "DeploymentClient.create_asset_event (retry wrapper, asset id cache)",
-        lambda: [
-            client.create_asset_event(
-                BEARS, it.payload["extra"], dedupe=("xdeps_event_id", it.payload["event_id"])
-            )
-            for it in items
-        ],
-    )
-    with Outbox.sqlite(tmp / "layers.db") as ob:
-        worker = DeliveryWorker(ob, clients=ClientPool(lambda _target: client), concurrency=1)
-
-        def claimed() -> list[Any]:
-            ob.enqueue(make_items(n))
-            return ob.claim(worker.owner, limit=n, lease_seconds=600)
-
-        batch = claimed()
-        measure("DeliveryWorker._send (outbox item -> client)", lambda: [worker._send(it) for it in batch])
-        batch = claimed()
-        measure(
-            "DeliveryWorker._deliver_one (+ mark_delivered)",
-            lambda: [worker._deliver_one(it, set(), threading.Lock()) for it in batch],
-        )
-        ob.enqueue(make_items(n))
-        measure("DeliveryWorker.deliver_due (+ claim, pool thread)", worker.deliver_due)
-        batch = claimed()
-        prof = cProfile.Profile()
-        prof.enable()
-        for it in batch:
-            worker._deliver_one(it, set(), threading.Lock())
-        prof.disable()
-        worker.stop(timeout=5)
-    client.close()
-    out = [
-        f"\n## Where ours spends its time at concurrency 1 ({n} events per row, sequential, this thread)\n",
-        table(
-            ["layer (each row adds to the one above)", "client CPU ms/event", "wall ms/event", "wall vs raw"],
-            [
-                [
-                    label,
-                    f"{cpu * 1e3:.2f}",
-                    f"{wall * 1e3:.2f}",
-                    f"+{(wall - rows[0][2]) * 1e3:.2f}" if i else "",
-                ]
-                for i, (label, cpu, wall) in enumerate(rows)
-            ],
-        ),
-    ]
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
-    lines = [x for x in buf.getvalue().splitlines() if x.strip()]
-    head = next(i for i, x in enumerate(lines) if x.strip().startswith("ncalls"))
-    out.append(
-        f"\ncProfile of {n} DeliveryWorker._deliver_one calls, top 14 by own time (socket waits included):"
-    )
-    out += ["    " + x for x in lines[head : head + 15]]
-    return out
+    return {"by_concurrency": results, "counts": counts}
 
 
 _ACCESS = re.compile(rb"duration_us=(\d+) .*?method=(\w+) path=(\S+) .*?status_code=(\d+)")
@@ -675,8 +496,10 @@ def downstream_counts(down: Any, asset_id: int) -> Counter[str]:
 
 
 def report(
-    latency: list[dict[str, float | None]], rate: dict[str, Any], args: argparse.Namespace, notes: dict
-) -> None:
+    latency: list[dict[str, float | None]], rate: dict[str, Any]
+) -> tuple[list[harness.Verdict], dict[str, float]]:
+    """Print the tables; return the verdicts and the headline figures (hop p50s, rates, ratios)."""
+    figures: dict[str, float] = {}
     if latency:
         print(
             f"\n## Latency, upstream task success -> downstream consumer run queued ({len(latency)} runs)\n"
@@ -688,6 +511,7 @@ def report(
             ("task_to_queued", "end to end: upstream task done -> consumer run queued"),
         ):
             vals = [v for r in latency if (v := r[key]) is not None]
+            figures[f"latency {key} p50"] = median(vals) if vals else float("nan")
             rows.append(
                 [
                     label,
@@ -697,10 +521,10 @@ def report(
                 ]
             )
         print(table(["hop", "runs", "p50 ms", "range ms"], rows))
+    verdicts: list[harness.Verdict] = []
     if not rate:
-        return
+        return verdicts, figures
     counts = rate["counts"]
-    verdicts = []
     for c, sides in rate["by_concurrency"].items():
         ours, raw = sides["ours"], sides["raw"]
         if not ours or not raw:
@@ -739,19 +563,6 @@ def report(
                 "never: failures are lost",
             ],
         ]
-        batched = sides.get("batched") or []
-        if batched:
-            rows.append(
-                [
-                    "what-if: ours, outcomes written once per batch",
-                    f"{median([x['rate'] for x in batched]):,.1f}",
-                    f"{min(x['rate'] for x in batched):,.1f}-{max(x['rate'] for x in batched):,.1f}",
-                    f"{sum(x['first_delivered'] for x in batched)}/{sum(x['n'] for x in batched)}",
-                    f"{sum(x['first_retried'] for x in batched)} rescheduled",
-                    log_summary(batched),
-                    f"{median([x['complete_s'] for x in batched]):.1f} s",
-                ]
-            )
         print(
             table(
                 [
@@ -767,38 +578,19 @@ def report(
             )
         )
         ratio = r_ours / r_raw if r_raw else float("nan")
-        our_ids = [eid for x in ours + batched for eid in x["event_ids"]]
+        figures[f"ours c={c} events/s"] = r_ours  # raw's may be 0: it loses what a SQLite downstream refuses
+        our_ids = [eid for x in ours for eid in x["event_ids"]]
         missing = sum(1 for eid in our_ids if counts.get(eid, 0) == 0)
         dupes = sum(counts[eid] - 1 for eid in our_ids if counts.get(eid, 0) > 1)
-        attempts = sum(x["attempts"] for x in ours + batched)
-        found = sum(x["found_existing"] for x in ours + batched)
+        attempts = sum(x["attempts"] for x in ours)
+        found = sum(x["found_existing"] for x in ours)
         print(
-            f"\nRatio ours/raw (medians, same run): {ratio:.3f}"
-            + (f"; what-if/raw {median([x['rate'] for x in batched]) / r_raw:.3f}" if batched else "")
-            + f". Rates count successes only; raw's failures "
-            f"are never retried. Ours (what-if included): {attempts} attempts for {len(our_ids)} events ({found} settled by finding "
+            f"\nRatio ours/raw (medians, same run): {ratio:.3f}. Rates count successes only; raw's failures "
+            f"are never retried. Ours: {attempts} attempts for {len(our_ids)} events ({found} settled by finding "
             f"the event already downstream after an ambiguous failure); downstream check of its event ids: "
             f"{len(our_ids) - missing} present, {missing} missing, {dupes} duplicates."
         )
 
-        def p50(side: list[dict[str, Any]], key: str) -> float:
-            return median(
-                [percentile(x["breakdown"].get(key, []), 50) for x in side if x["breakdown"].get(key)]
-            )
-
-        def per_event(side: list[dict[str, Any]], key: str) -> float:
-            return median([sum(x["breakdown"].get(key, [])) / x["n"] for x in side])
-
-        print(
-            f"Where the time goes (medians over repetitions, ms): one HTTP round trip (requests.Session.request) "
-            f"p50 ours {p50(ours, 'request') * 1e3:.1f} vs raw {p50(raw, 'request') * 1e3:.1f}; "
-            f"DeploymentClient.create_asset_event around it p50 {p50(ours, 'create_asset_event') * 1e3:.1f}; "
-            f"Outbox.mark_delivered p50 {p50(ours, 'mark_delivered') * 1e3:.2f}; claim {per_event(ours, 'claim') * 1e3:.2f} "
-            f"per event. Wall per event {1e3 / r_ours:.1f} (ours) vs {1e3 / r_raw:.1f} (raw) with {c} in flight. "
-            f"Client CPU per event: ours {median([x['cpu_per_event'] for x in ours]) * 1e3:.2f}, raw "
-            f"{median([x['cpu_per_event'] for x in raw]) * 1e3:.2f} (this process, all threads; the downstream "
-            "shares the 2 cores)."
-        )
         verdicts.append(
             (
                 f"ours >= {TARGET_RATIO} of the raw client's rate at concurrency {c}",
@@ -813,11 +605,7 @@ def report(
                 f"{missing} missing, {dupes} duplicates",
             )
         )
-    for line in rate.get("layers", []):
-        print(line)
-    print("\nTargets")
-    for name, ok, value in verdicts:
-        print(f"  [{'met' if ok else 'MISSED'}] {name}: {value}")
+    return verdicts, figures
 
 
 if __name__ == "__main__":

@@ -1,12 +1,7 @@
 """Relay ingest: signed webhooks per second and latency, vs a bare FastAPI endpoint.
 
 Run: ``.venv/bin/python -m bench.relay_ingest`` (``--help`` for options; needs ``wrk``:
-``apt-get update && apt-get install -y wrk``). ``--profile`` adds a breakdown of one request's CPU
-(layer by layer, and a cProfile of ``RelayEngine.ingest``); ``--what-if`` adds relays patched *in
-the benchmark's server process only* to measure what a package change would give: ingest under
-one process lock, secrets resolved without a thread hop, the outbox INSERT via the sqlite3 driver,
-and all of these together (``.venv/bin/python -m bench.relay_ingest --what-if --profile --reps 3
---seconds 5`` runs in about 4.5 minutes).
+``apt-get update && apt-get install -y wrk``; ``--smoke``: seconds).
 
 Two servers, each uvicorn with one worker in its own subprocess on 127.0.0.1 with the settings
 ``astro-xdeps relay serve`` uses (``uvicorn.run`` defaults: uvloop + httptools when installed,
@@ -55,13 +50,12 @@ from typing import Any
 
 from starlette.requests import Request  # module level: FastAPI resolves the string annotation here
 
+from bench import harness
 from bench.common import (
     LOCALHOST,
     REPO,
     fmt_ratio,
-    machine_notes,
     median,
-    print_notes,
     readline_with_timeout,
     table,
     temp_dir,
@@ -132,9 +126,7 @@ end
 # -- the servers (child processes) ----------------------------------------------------------------
 
 
-def relay_app(
-    outbox_path: str, rules_path: str, *, locked: bool = False, one_hop: bool = False, lean: bool = False
-) -> Any:
+def relay_app(outbox_path: str, rules_path: str) -> Any:
     from astro_xdeps.outbox.store import Outbox
     from astro_xdeps.relay.app import RelayRuntime, create_app
     from astro_xdeps.relay.config import load_config
@@ -142,79 +134,8 @@ def relay_app(
 
     config = load_config(rules_path)
     engine = RelayEngine(config, Outbox.sqlite(outbox_path))
-    if locked:
-        # What-if (not the package): one process-wide lock around ingest, so the threadpool's
-        # writers queue on a Python lock (woken at once) instead of in SQLite's busy handler,
-        # which sleeps 1, 2, 5, 10 ... ms between tries.
-        lock = threading.Lock()
-        ingest = engine.ingest
-
-        def locked_ingest(event: Any, now: float | None = None) -> Any:
-            with lock:
-                return ingest(event, now)
-
-        engine.ingest = locked_ingest  # type: ignore[method-assign]
-    if lean:
-        one_hop = True
-        engine.outbox.enqueue = driver_enqueue(outbox_path)  # type: ignore[method-assign]
-    if one_hop:
-        # What-if (not the package): resolve env-var secrets inline instead of in the threadpool,
-        # leaving one thread hop per request (the outbox write).
-        import astro_xdeps.relay.app as app_module
-
-        pooled = app_module.run_in_threadpool
-
-        async def run_in_threadpool(fn: Any, *a: Any, **kw: Any) -> Any:
-            if isinstance(fn, app_module.SecretResolver):
-                return fn(*a, **kw)
-            return await pooled(fn, *a, **kw)
-
-        app_module.run_in_threadpool = run_in_threadpool  # type: ignore[assignment]
     runtime = RelayRuntime(engine=engine, on_enqueue=None)
     return create_app(lambda: runtime, open_monitoring=True)  # loopback, as `relay serve` there
-
-
-def driver_enqueue(outbox_path: str) -> Any:
-    """What-if (not the package): ``Outbox.enqueue`` for one SQLite file written with the sqlite3
-    driver directly (same table, columns, conflict rule and transaction per call), one connection
-    per thread. Shows what the SQLAlchemy layers cost on the relay's hot path."""
-    from astro_xdeps.outbox.models import PENDING, EnqueueResult
-
-    local = threading.local()
-    insert = (
-        "INSERT INTO xdeps_outbox (kind, target, payload, idempotency_key, state, attempts, created_at,"
-        " next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)"
-        " ON CONFLICT (target, kind, idempotency_key) DO NOTHING RETURNING id"
-    )
-    find = "SELECT id FROM xdeps_outbox WHERE target = ? AND kind = ? AND idempotency_key = ?"
-
-    def enqueue(items: list[Any]) -> list[Any]:
-        con = getattr(local, "con", None)
-        if con is None:
-            con = local.con = sqlite3.connect(outbox_path, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA busy_timeout = 10000")
-            con.execute("PRAGMA synchronous = NORMAL")
-        now = time.time()
-        out = []
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for it in items:
-                row = con.execute(
-                    insert,
-                    (it.kind, it.target, json.dumps(it.payload), it.idempotency_key, PENDING, now, now, now),
-                ).fetchone()
-                if row is None:
-                    row = con.execute(find, (it.target, it.kind, it.idempotency_key)).fetchone()
-                    out.append(EnqueueResult(id=row[0], created=False))
-                else:
-                    out.append(EnqueueResult(id=row[0], created=True))
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        return out
-
-    return enqueue
 
 
 def bare_app() -> Any:
@@ -241,13 +162,7 @@ def serve(kind: str, outbox_path: str | None, rules_path: str | None) -> None:
     app = (
         bare_app()
         if kind == "bare"
-        else relay_app(
-            outbox_path or "relay-outbox.db",
-            rules_path or "rules.yaml",
-            locked=kind in ("relay_locked", "relay_lean_locked"),
-            one_hop=kind == "relay_one_hop",
-            lean=kind in ("relay_lean", "relay_lean_locked"),
-        )
+        else relay_app(outbox_path or "relay-outbox.db", rules_path or "rules.yaml")
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -425,33 +340,30 @@ class Row:
         return median([r[key] for r in self.runs])
 
 
+SMOKE = {
+    "reps": 1,
+    "min_reps": 1,
+    "seconds": 1.0,
+    "connections": "4",
+    "max_rate": 3000.0,
+    "warmup": 200,
+    "replay": 20,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser = harness.parser(__doc__, max_seconds=240.0)
     parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration per run")
     parser.add_argument("--connections", default="4,16", help="comma-separated wrk connection counts")
     parser.add_argument(
         "--max-rate", type=float, default=8000.0, help="requests signed per run = max-rate x seconds"
     )
-    parser.add_argument("--max-seconds", type=float, default=240.0, help="start no repetition after this")
-    parser.add_argument("--min-reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2000, help="untimed requests per server first")
     parser.add_argument("--replay", type=int, default=500, help="accepted requests posted again at the end")
-    parser.add_argument("--profile", action="store_true", help="also break down one request's CPU")
-    parser.add_argument(
-        "--what-if",
-        action="store_true",
-        help="also run four what-if relays (not the package): ingest under one process lock; secrets "
-        "resolved inline (one thread hop per request instead of two); that plus the outbox INSERT "
-        "written with the sqlite3 driver instead of SQLAlchemy; and all three together",
-    )
-    parser.add_argument(
-        "--serve",
-        choices=("relay", "bare", "relay_locked", "relay_one_hop", "relay_lean", "relay_lean_locked"),
-        help=argparse.SUPPRESS,
-    )
+    parser.add_argument("--serve", choices=("relay", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--outbox", help=argparse.SUPPRESS)
     parser.add_argument("--rules", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, SMOKE)
     if args.serve:
         serve(args.serve, args.outbox, args.rules)
         return 0
@@ -462,29 +374,21 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, tmp)
 
 
-LABELS = {
-    "relay": "relay (signed webhook -> outbox)",
-    "bare": "bare FastAPI 202",
-    "relay_locked": "what-if: relay, ingest under one process lock",
-    "relay_one_hop": "what-if: relay, secrets resolved inline (1 thread hop)",
-    "relay_lean": "what-if: 1 thread hop + enqueue via the sqlite3 driver",
-    "relay_lean_locked": "what-if: 1 hop + sqlite3 driver + process lock",
-}
+LABELS = {"relay": "relay (signed webhook -> outbox)", "bare": "bare FastAPI 202"}
+KINDS = ["relay", "bare"]
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
     started = time.monotonic()
     conns = [int(c) for c in args.connections.split(",")]
-    kinds = ["relay", "bare"] + (
-        ["relay_locked", "relay_one_hop", "relay_lean", "relay_lean_locked"] if args.what_if else []
+    kinds = KINDS
+    harness.header(
+        "Relay ingest benchmark: signed webhooks -> relay (verify, rules, outbox) vs bare FastAPI 202", args
     )
-    print("Relay ingest benchmark: signed webhooks -> relay (verify, rules, outbox) vs bare FastAPI 202\n")
-    notes = machine_notes()
-    notes["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
     import fastapi
 
-    notes["fastapi"] = fastapi.__version__
-    print_notes(notes)
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0].strip()
+    print(f"  {wrk_version}; fastapi {fastapi.__version__}")
     script = tmp / "signed.lua"
     script.write_text(WRK_SCRIPT)
     n_signed = int(args.max_rate * args.seconds)
@@ -499,16 +403,11 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         # Warm-up (untimed): first requests import and compile lazily on every server.
         warm = tmp / "warm.tsv"
         for kind, srv in servers.items():
-            write_requests(warm, f"warm{kind}", 2000)
+            write_requests(warm, f"warm{kind}", args.warmup)
             run_wrk(srv.url, script, warm, 4, 1)
         base_counts = relay_counts(relay)
         base_rows = outbox_rows(tmp / "relay-outbox.db")[0]
-        for rep in range(args.reps):
-            spent = time.monotonic() - started
-            if rep >= args.min_reps and spent + spent / rep > args.max_seconds:
-                print(f"\nstopping after {rep} repetitions: the next would end past {args.max_seconds:g} s")
-                break
-            print(f"\nrepetition {rep + 1}/{args.reps}", flush=True)
+        for rep in harness.repetitions(args, started):
             order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
             for c in conns:
                 for kind in order:
@@ -551,7 +450,6 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         }
         replayed = replay(relay, relay_files[-1], args.replay) if relay_files else Counter()
         rows_after, keys_after = outbox_rows(tmp / "relay-outbox.db")
-    profile_lines = profile(tmp) if args.profile else []
     report(rows, conns, kinds, args, n_signed)
     print("\nCorrectness under load (relay)")
     ok_count = accepted == new_rows and rows_now == keys_now and not other and wrapped_runs == 0
@@ -566,26 +464,25 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         f"  [{'ok' if ok_replay else 'FAILED'}] {sum(replayed.values())} accepted requests posted again "
         f"(re-signed, same webhook-ids, 8 threads): {dict(replayed)}; outbox rows {rows_now:,} -> {rows_after:,}"
     )
-    for line in profile_lines:
-        print(line)
     best = max(conns, key=lambda c: rows[("relay", c)].med("rate"))
     relay_rate = rows[("relay", best)].med("rate")
-    print("\nTargets")
-    print(
-        f"  [{'met' if relay_rate >= TARGET_RATE else 'MISSED'}] relay >= {TARGET_RATE:,.0f} signed webhooks/s: "
-        f"{relay_rate:,.0f} req/s at c={best} ("
-        + ", ".join(f"c={c}: {rows[('relay', c)].med('rate'):,.0f}" for c in conns)
-        + ")"
-    )
+    per_conns = ", ".join(f"c={c}: {rows[('relay', c)].med('rate'):,.0f}" for c in conns)
+    verdicts: list[harness.Verdict] = [
+        (
+            f"relay >= {TARGET_RATE:,.0f} signed webhooks/s",
+            relay_rate >= TARGET_RATE,
+            f"{relay_rate:,.0f} req/s at c={best} ({per_conns})",
+        )
+    ]
     for c in conns:
         r = rows[("relay", c)].med("rate") / rows[("bare", c)].med("rate")
-        print(
-            f"  [{'met' if r >= TARGET_RATIO else 'MISSED'}] relay >= {TARGET_RATIO} of bare at c={c}: {r:.2f}"
-        )
-    print(f"  [{'met' if ok_count and ok_replay else 'MISSED'}] exactly one outbox item per distinct event")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nTotal time {time.monotonic() - started:.0f} s; load average at the end: {load}.")
-    return 0
+        verdicts.append((f"relay >= {TARGET_RATIO} of bare at c={c}", r >= TARGET_RATIO, f"{r:.2f}"))
+    verdicts.append(
+        ("exactly one outbox item per distinct event", ok_count and ok_replay, f"{accepted:,} accepted")
+    )
+    figures = {f"{k} c={c} {m}": row.med(m) for (k, c), row in rows.items() for m in ("rate", "p50_us")}
+    broken = [] if ok_count and ok_replay else ["the relay's outbox rows do not match its 202s (see above)"]
+    return harness.finish(args, started, verdicts, figures, broken)
 
 
 def report(
@@ -645,179 +542,6 @@ def report(
         "the relay's threadpool threads share one GIL). Latency is wrk's (closed loop: each connection "
         "waits for its answer). errors = wrk's connect/read/write/timeout errors and non-2xx answers."
     )
-
-
-# -- where a request's time goes ------------------------------------------------------------------
-
-
-def profile(tmp: Path) -> list[str]:
-    """CPU of one relay request, layer by layer, in this process (sequential: no server, no threads)."""
-    import asyncio
-    import cProfile
-    import io
-    import pstats
-
-    from astro_xdeps.outbox.models import NewItem
-    from astro_xdeps.outbox.store import Outbox
-    from astro_xdeps.relay.body import parse_json_body
-    from astro_xdeps.relay.config import load_config
-    from astro_xdeps.relay.engine import RelayEngine
-    from astro_xdeps.relay.payloads import parse_event
-    from astro_xdeps.relay.rules import matching_rules, plan_actions
-    from astro_xdeps.relay.signing import verify_standard_webhook, webhook_headers
-
-    os.environ[SECRET_ENV] = SECRET
-    (tmp / "rules.yaml").write_text(RULES)
-    config = load_config(tmp / "rules.yaml")
-    n = 2000
-
-    def signed(prefix: str) -> list[tuple[dict[str, str], bytes]]:
-        out = []
-        for i in range(n):
-            body = event_body(prefix, i)
-            out.append((webhook_headers(body, [SECRET], msg_id=f"msg_{prefix}_{i}"), body))
-        return out
-
-    def cpu_us(fn: Any) -> float:
-        t = time.process_time()
-        fn()
-        return (time.process_time() - t) / n * 1e6
-
-    reqs = signed("prof")
-    verify = cpu_us(lambda: [verify_standard_webhook(h, b, [SECRET]) for h, b in reqs])
-    parse = cpu_us(
-        lambda: [
-            parse_event(parse_json_body(b, max_bytes=65536), webhook_id=h["webhook-id"]) for h, b in reqs
-        ]
-    )
-    events = [parse_event(parse_json_body(b, max_bytes=65536), webhook_id=h["webhook-id"]) for h, b in reqs]
-    plan = cpu_us(lambda: [plan_actions(r, [e]) for e in events for r, _ in matching_rules(config, e)])
-    planned = [plan_actions(r, [e])[0] for e in events for r, _ in matching_rules(config, e)]
-    items = [
-        NewItem(kind=p.kind, target=p.target, payload=p.payload, idempotency_key=p.idempotency_key)
-        for p in planned
-    ]
-    with Outbox.sqlite(tmp / "prof-enqueue.db") as ob:
-        enqueue = cpu_us(lambda: [ob.enqueue([it]) for it in items])
-    raw = raw_sqlite_insert_us(tmp / "prof-raw.db", items)
-    with Outbox.sqlite(tmp / "prof-engine.db") as ob:
-        engine = RelayEngine(config, ob)
-        ingest = cpu_us(lambda: [engine.ingest(e) for e in events])
-        more = [
-            parse_event(parse_json_body(b, max_bytes=65536), webhook_id=h["webhook-id"])
-            for h, b in signed("cprof")
-        ]
-        prof = cProfile.Profile()
-        prof.enable()
-        for e in more[:1000]:
-            engine.ingest(e)
-        prof.disable()
-
-    import astro_xdeps.relay.app as app_module
-
-    def asgi_requests(prefix: str) -> list[tuple[list[tuple[bytes, bytes]], bytes]]:
-        out = []
-        for h, body in signed(prefix):
-            raw_headers = [(k.encode(), v.encode()) for k, v in h.items()]
-            raw_headers += [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-            out.append(([*raw_headers, (b"host", b"bench")], body))
-        return out
-
-    async def call_all(target: Any, batch: list[tuple[list[tuple[bytes, bytes]], bytes]]) -> None:
-        """Call the ASGI app directly (no HTTP server, no client library): only the app's own cost."""
-        for raw_headers, body in batch:
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": f"/events/{SOURCE}",
-                "raw_path": f"/events/{SOURCE}".encode(),
-                "query_string": b"",
-                "root_path": "",
-                "headers": raw_headers,
-                "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 80),
-            }
-            messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-            async def receive(messages: list[dict[str, Any]] = messages) -> dict[str, Any]:
-                return messages.pop() if messages else {"type": "http.disconnect"}
-
-            status: list[int] = []
-
-            async def send(message: dict[str, Any], status: list[int] = status) -> None:
-                if message["type"] == "http.response.start":
-                    status.append(message["status"])
-
-            await target(scope, receive, send)
-            if status != [202]:
-                raise RuntimeError(f"the app answered {status}")
-
-    def app_cpu_us(target: Any, prefix: str) -> float:
-        asyncio.run(call_all(target, asgi_requests(f"{prefix}warm")[:200]))
-        batch = asgi_requests(prefix)
-        return cpu_us(lambda: asyncio.run(call_all(target, batch)))
-
-    whole = app_cpu_us(relay_app(str(tmp / "prof-app.db"), str(tmp / "rules.yaml")), "app")
-    bare_us = app_cpu_us(bare_app(), "bare")
-    pooled = app_module.run_in_threadpool
-
-    async def inline(fn: Any, *a: Any, **kw: Any) -> Any:
-        return fn(*a, **kw)
-
-    app_module.run_in_threadpool = inline  # type: ignore[assignment]
-    try:
-        no_hops = app_cpu_us(relay_app(str(tmp / "prof-inline.db"), str(tmp / "rules.yaml")), "inline")
-    finally:
-        app_module.run_in_threadpool = pooled
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
-    table_lines = [x for x in buf.getvalue().splitlines() if x.strip()]
-    head = next(i for i, x in enumerate(table_lines) if x.strip().startswith("ncalls"))
-    return [
-        "\nWhere a relay request's CPU goes (in this process, sequential, CPU us per request, median-free single pass)",
-        f"  verify signature {verify:,.0f} | parse JSON + event {parse:,.0f} | match rules + plan {plan:,.0f} | "
-        f"Outbox.enqueue of the planned item {enqueue:,.0f} (the same row with the sqlite3 driver directly: {raw:,.0f}) | "
-        f"engine.ingest (plan + enqueue) {ingest:,.0f}",
-        f"  whole app, called directly as ASGI: relay {whole:,.0f}, bare FastAPI app {bare_us:,.0f}; relay with both "
-        f"run_in_threadpool hops made inline calls {no_hops:,.0f}, so the two thread hops cost {whole - no_hops:,.0f}",
-        "  cProfile of 1,000 engine.ingest calls, top 12 by own time:",
-        *["    " + x for x in table_lines[head : head + 13]],
-    ]
-
-
-def raw_sqlite_insert_us(db: Path, items: list[Any]) -> float:
-    """CPU per item of the outbox's INSERT done with the sqlite3 driver: the floor under SQLAlchemy."""
-    con = sqlite3.connect(db, isolation_level=None)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute(
-            "CREATE TABLE o (id INTEGER PRIMARY KEY, kind TEXT, target TEXT, payload TEXT, idempotency_key TEXT,"
-            " state TEXT, attempts INT, created_at REAL, next_attempt_at REAL, updated_at REAL,"
-            " UNIQUE (target, kind, idempotency_key))"
-        )
-        con.execute("CREATE INDEX o_due ON o (state, next_attempt_at)")
-        sql = (
-            "INSERT INTO o (kind, target, payload, idempotency_key, state, attempts, created_at, next_attempt_at,"
-            " updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
-        )
-        t = time.process_time()
-        for it in items:
-            now = time.time()
-            con.execute("BEGIN IMMEDIATE")
-            con.execute(
-                sql, (it.kind, it.target, json.dumps(it.payload), it.idempotency_key, now, now, now)
-            ).fetchone()
-            con.execute("COMMIT")
-        return (time.process_time() - t) / len(items) * 1e6
-    finally:
-        con.close()
 
 
 if __name__ == "__main__":

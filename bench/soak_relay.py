@@ -60,6 +60,7 @@ from typing import Any
 
 from bench.common import LOCALHOST, machine_notes, temp_dir
 
+SMOKE_COUNT = 300  # --smoke: requests (seconds)
 TOLERANCE = 300
 MAX_BODY = 16384
 METRICS_TOKEN = "soak-metrics-token-0123456789"
@@ -814,12 +815,13 @@ def run(count: int, seed: int, *, clients: int = 4) -> dict:
 def _monitoring_checks(base: str) -> dict[str, int]:
     import httpx
 
+    # 30 s: /metrics counts the outbox, which takes longer than httpx's default 5 s on a loaded machine.
     return {
-        "metrics_anonymous": httpx.get(base + "/metrics").status_code,
+        "metrics_anonymous": httpx.get(base + "/metrics", timeout=30).status_code,
         "metrics_with_token": httpx.get(
-            base + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}
+            base + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30
         ).status_code,
-        "health_anonymous_keys": len(httpx.get(base + "/health").json()),
+        "health_anonymous_keys": len(httpx.get(base + "/health", timeout=30).json()),
     }
 
 
@@ -828,7 +830,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100_000, help="requests to post (default 100000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clients", type=int, default=4, help="client threads posting at once")
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_COUNT} requests: that it runs (seconds)"
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.count = SMOKE_COUNT
     notes = machine_notes()
     figures = run(args.count, args.seed, clients=args.clients)
     print(json.dumps({"machine": notes, "figures": figures}, indent=2))

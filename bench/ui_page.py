@@ -14,21 +14,22 @@ Data: rows shaped like real forwarded asset events (payload with provenance, ~60
 3 targets and 20 producing DAGs, plus 50 dead items and 1,000 relay journal rows; written with
 bulk inserts into the real schema (created by ``Outbox``). Generating 1.1 M rows takes ~30 s.
 
-    .venv/bin/python -m bench.ui_page [--reps 5] [--calls 10] [--keep DIR]
+    .venv/bin/python -m bench.ui_page [--reps 5] [--calls 10] [--keep DIR] [--smoke]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sqlite3
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from bench.common import LatencyRuns, fmt_ms, fmt_ratio, machine_notes, print_notes, table, temp_dir
+from bench import harness
+from bench.common import LatencyRuns, fmt_ms, fmt_ratio, table, temp_dir
 
 TARGETS = ("xdeps_finance", "xdeps_analytics", "xdeps_ml")
 
@@ -194,21 +195,21 @@ def measure_status(outbox: Any, reps: int, calls: int) -> LatencyRuns:
     return runs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--reps", type=int, default=5)
+SMOKE = {"reps": 1, "calls": 2, "delivered": 3000, "pending": 300, "keep": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__)
     parser.add_argument("--calls", type=int, default=10, help="calls per endpoint per repetition")
     parser.add_argument("--delivered", type=int, default=1_000_000)
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument(
         "--keep", type=Path, default=None, help="reuse/keep the big outbox file in this folder"
     )
-    args = parser.parse_args()
+    args = harness.parse(parser, argv, SMOKE)
+    started = time.monotonic()
     os.environ.setdefault("AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME", "bench")
-    notes = machine_notes()
-    print_notes(notes)
+    harness.header("Page API benchmark: the outbox page's calls on a big outbox vs a small one", args)
     with temp_dir("xdeps-ui-bench-") as tmp:
         folder = args.keep or tmp
         folder.mkdir(parents=True, exist_ok=True)
@@ -259,8 +260,10 @@ def main() -> None:
         f"(range {fmt_ms(status_big.spread(50)[0])}-{fmt_ms(status_big.spread(50)[1])}); "
         f"page summary / status = {fmt_ratio(summary_p50 / status_big.p(50))}"
     )
-    print(f"loadavg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    figures = {f"{name} p50": runs.p(50) for name, runs in results_big.items()}
+    figures["Outbox.status() p50"] = status_big.p(50)
+    return harness.finish(args, started, [], figures)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,11 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "dags" / "examples"
 TEST_DAGS = Path(__file__).with_name("dags")
 RELAY_SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32-bytes!").decode()
-# The deadline rules' deadline: this long after the deadline test rewrites the rules and restarts
-# the upstream scheduler (the session's own start is too far from when the test is reached), in
-# Europe/Berlin; their window opens DEADLINE_WINDOW before it, after the new scheduler started.
-DEADLINE_AFTER = timedelta(minutes=5)
-DEADLINE_WINDOW = timedelta(minutes=3)
+# The deadline rules' deadline: the first whole minute (a cron's unit) at least DEADLINE_LEAD
+# after the deadline test rewrites the rules and restarts the upstream scheduler (the session's
+# own start is too far from when the test is reached), so 100-160 s ahead, in Europe/Berlin;
+# their window opens DEADLINE_WINDOW before it, after the new scheduler was started.
+DEADLINE_LEAD = timedelta(seconds=100)
+DEADLINE_WINDOW = timedelta(seconds=80)
 DEADLINE_GRACE_SECONDS = 5
 # Upstream's routes: the partition test's asset goes with a mapped partition key; the other
 # file:// assets (every asset the push tests use) as they are. s3://upstream-only/* is not
@@ -63,11 +65,15 @@ class Pair:
 
 
 def write_relay_config(path: Path, start: datetime) -> datetime:
-    """relay.yaml plus two deadline rules whose daily deadline is ``DEADLINE_AFTER`` from ``start``.
+    """relay.yaml plus two deadline rules whose daily deadline is the first whole minute at least
+    ``DEADLINE_LEAD`` after ``start``.
 
     The cron is written in Europe/Berlin local time, so the test goes through the time zone.
     """
-    deadline = (start + DEADLINE_AFTER).replace(second=0, microsecond=0)
+    earliest = start + DEADLINE_LEAD
+    deadline = earliest.replace(second=0, microsecond=0)
+    if deadline < earliest:
+        deadline += timedelta(minutes=1)
     local = deadline.astimezone(ZoneInfo("Europe/Berlin"))
     cron = f"{local.minute} {local.hour} * * *"
     window = f"{int(DEADLINE_WINDOW.total_seconds())}s"
@@ -155,8 +161,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         AIRFLOW__ASTRO_XDEPS__DEPLOYMENT_NAME="downstream",
     )
     try:
-        for d in (up, down):
-            d.prepare()
+        # Migrations and the FAB users are mostly waiting on SQLite and imports: overlap them.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for done in [pool.submit(d.prepare) for d in (up, down)]:
+                done.result()
         # Until the deadline test moves it, the deadline lies 12 h ahead: nothing fires before.
         DEADLINE["path"] = base / "relay.yaml"
         DEADLINE["at"] = write_relay_config(
@@ -183,8 +191,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             down.wait_for_dag(dag_id)
         yield Pair(up, down)
     finally:
-        for d in (up, down):
-            d.stop()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each waits for its components to exit
+            list(pool.map(lambda d: d.stop(), (up, down)))
 
 
 @pytest.fixture(scope="session")

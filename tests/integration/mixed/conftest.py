@@ -85,5 +85,5 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
             af3.wait_for_dag(dag_id, timeout=180)
         yield Mixed(af2, af3)
     finally:
-        for d in (af2, af3):
-            d.stop()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # each waits for its components to exit
+            list(pool.map(lambda d: d.stop(), (af2, af3)))

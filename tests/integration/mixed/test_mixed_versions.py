@@ -16,6 +16,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -30,12 +31,19 @@ FROM_AF2 = "file://mixed/from_af2"
 FROM_AF3 = "file://mixed/from_af3"
 
 
-def _run(deployment, dag_id: str, n: int, *, state: str = "success") -> list[str]:
+def _trigger(deployment, dag_id: str, n: int) -> list[str]:
     tag = uuid.uuid4().hex[:8]
-    run_ids = [deployment.trigger(dag_id, run_id=f"m{tag}_{i}") for i in range(n)]
+    return [deployment.trigger(dag_id, run_id=f"m{tag}_{i}") for i in range(n)]
+
+
+def _wait(deployment, dag_id: str, run_ids: list[str], *, state: str = "success") -> list[str]:
     for run_id in run_ids:
         assert deployment.wait_for_run(dag_id, run_id, timeout=240)["state"] == state
     return run_ids
+
+
+def _run(deployment, dag_id: str, n: int, *, state: str = "success") -> list[str]:
+    return _wait(deployment, dag_id, _trigger(deployment, dag_id, n), state=state)
 
 
 def _forwarded(deployment, uri: str, run_ids: list[str]) -> Counter:
@@ -74,8 +82,11 @@ def test_airflow2_to_3_forwarding_and_relay_survive_a_downstream_restart(mixed):
 
     af3.stop()
     try:
-        produced = _run(af2, "af2_producer", 2)
-        failed = _run(af2, "af2_fails", 1, state="failed")
+        # All three runs queued at once: the scheduler works through them together.
+        produced = _trigger(af2, "af2_producer", 2)
+        failed = _trigger(af2, "af2_fails", 1)
+        _wait(af2, "af2_producer", produced)
+        _wait(af2, "af2_fails", failed, state="failed")
         time.sleep(3)
         status = _outbox_status(af2)
         assert "pending" in status and "asset_event" in status and "dag_run" in status, status
@@ -143,11 +154,17 @@ def test_doctor_from_each_version_against_the_other(mixed):
     """The quickstart's check, run from the 2.11 environment against 3.3 (JWT) and back (basic auth)."""
     af2, af3 = mixed.af2, mixed.af3
     conn_af3 = {"AIRFLOW_CONN_XDEPS_DEFAULT": af3.connection_json()}
-    to_af3 = cli_of(af2, "doctor", "--asset", FROM_AF2, "--dag", "af3_consumer", env=conn_af3)
+    conn_af2 = {"AIRFLOW_CONN_XDEPS_DEFAULT": af2.connection_json()}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent CLI runs, each mostly imports
+        doctor_to_af3 = pool.submit(
+            cli_of, af2, "doctor", "--asset", FROM_AF2, "--dag", "af3_consumer", env=conn_af3
+        )
+        doctor_to_af2 = pool.submit(
+            cli_of, af3, "doctor", "--asset", FROM_AF3, "--dag", "af2_consumer", env=conn_af2
+        )
+        to_af3, to_af2 = doctor_to_af3.result(), doctor_to_af2.result()
     assert to_af3.returncode == 0, to_af3.stdout + to_af3.stderr
     assert "jwt as admin accepted" in to_af3.stdout
-    conn_af2 = {"AIRFLOW_CONN_XDEPS_DEFAULT": af2.connection_json()}
-    to_af2 = cli_of(af3, "doctor", "--asset", FROM_AF3, "--dag", "af2_consumer", env=conn_af2)
     assert to_af2.returncode == 0, to_af2.stdout + to_af2.stderr
     assert "basic as admin accepted" in to_af2.stdout
     assert af2.password not in to_af2.stdout + to_af2.stderr
