@@ -22,14 +22,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime
-from astro_xdeps.forwarding.payload import (
-    KIND,
-    SourceEvent,
-    idempotency_key,
-    may_forward,
-    new_event_id,
-    outbox_payload,
-)
+from astro_xdeps.forwarding.payload import SourceEvent, may_forward, new_event_id, outbox_item
 from astro_xdeps.forwarding.routes import destinations
 from astro_xdeps.outbox.loss import record_loss
 from astro_xdeps.outbox.models import NewItem
@@ -77,18 +70,10 @@ def plan_items(event: SourceEvent, plan: runtime.ForwardingPlan, *, event_id: st
     """The outbox items for one event under ``plan`` (pure)."""
     if not plan.enabled or not may_forward(event, max_hops=plan.max_hops):
         return []
-    items = []
-    for dest in destinations(plan.routes, event.uri, event.name, received=event.received):
-        payload = outbox_payload(event, dest, event_id=event_id, deployment=plan.deployment)
-        items.append(
-            NewItem(
-                kind=KIND,
-                target=dest.target,
-                payload=payload,
-                idempotency_key=idempotency_key(event_id, dest),
-            )
-        )
-    return items
+    return [
+        outbox_item(event, dest, event_id=event_id, deployment=plan.deployment)
+        for dest in destinations(plan.routes, event.uri, event.name, received=event.received)
+    ]
 
 
 def forward(event: SourceEvent) -> int:
