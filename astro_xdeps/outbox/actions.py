@@ -95,6 +95,4 @@ class TriggerDagRunAction:
 
 Action = AssetEventAction | TriggerDagRunAction
 # The action class of each outbox kind, to read an item back (``ACTIONS[item.kind].from_item``).
-ACTIONS: dict[str, type[Action]] = {
-    cls.kind: cls for cls in (AssetEventAction, TriggerDagRunAction)
-}
+ACTIONS: dict[str, type[Action]] = {cls.kind: cls for cls in (AssetEventAction, TriggerDagRunAction)}
