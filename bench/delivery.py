@@ -272,7 +272,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         os.environ["DEPLOYMENT_URL"] = stub.url
         os.environ["API_TOKEN"] = TOKEN
         os.environ["AIRFLOW__ASTRO_XDEPS__FORWARD_ASSETS"] = "true"
-        from astro_xdeps.outbox.worker import _client_from_connection
+        from astro_xdeps.outbox.sending import _client_from_connection
 
         _client_from_connection(TARGET)  # first lookup imports and initialises Airflow: not timed
 

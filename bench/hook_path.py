@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             with stub_server(0) as stub:
                 os.environ["DEPLOYMENT_URL"], os.environ["API_TOKEN"] = stub.url, TOKEN
                 from astro_xdeps import runtime
-                from astro_xdeps.outbox.worker import _client_from_connection
+                from astro_xdeps.outbox.sending import _client_from_connection
 
                 _client_from_connection("xdeps_default")
                 try:
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     t_start = time.monotonic()
     _quiet_package_logs()
     from astro_xdeps import runtime
-    from astro_xdeps.outbox.worker import _client_from_connection
+    from astro_xdeps.outbox.sending import _client_from_connection
 
     gap = args.gap_ms / 1000
     notes = machine_notes()

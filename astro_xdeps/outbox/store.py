@@ -427,18 +427,30 @@ class Outbox:
         rows = [_outcome_params(o, owner, now) for o in outcomes]  # checked before writing
         statements = self._finish_statements
         with self._transaction("record delivery outcomes", write=True) as conn:
-            applied = [
-                conn.execute(statements[o.state], row).rowcount == 1
-                for o, row in zip(outcomes, rows, strict=True)
-            ]
+            # Which leases are still the owner's: the rows are locked (PostgreSQL: FOR UPDATE;
+            # SQLite: the write lock), so the updates below change exactly these.
+            held = set(
+                conn.execute(
+                    statements["held"], {"f_ids": [o.item_id for o in outcomes], "f_owner": owner}
+                ).scalars()
+            )
+            for state in (DELIVERED, PENDING, DEAD):
+                group = [
+                    row
+                    for o, row in zip(outcomes, rows, strict=True)
+                    if o.state == state and o.item_id in held
+                ]
+                if group:
+                    conn.execute(statements[state], group)  # one executemany per state
+        applied = [o.item_id in held for o in outcomes]
         lost = [o.item_id for o, ok in zip(outcomes, applied, strict=True) if not ok]
         if lost:
             log.info("Outbox items %s: outcomes by %s ignored, the leases are no longer theirs", lost, owner)
         return applied
 
     @functools.cached_property
-    def _finish_statements(self) -> dict[str, sa.Update]:
-        """One UPDATE per outcome state, built once with bind parameters (compiled once, cached)."""
+    def _finish_statements(self) -> dict[str, Any]:
+        """The leases still held, and one UPDATE per outcome state: built once with bind parameters."""
         t = self._table
         held = (
             t.c.id == sa.bindparam("f_id"),
@@ -448,6 +460,9 @@ class Outbox:
         done = {"lease_owner": None, "lease_until": None, "updated_at": sa.bindparam("f_now")}
         error = sa.bindparam("f_error", type_=t.c.last_error.type)
         return {
+            "held": sa.select(t.c.id)
+            .where(t.c.id.in_(sa.bindparam("f_ids", expanding=True)), *held[1:])
+            .with_for_update(),
             DELIVERED: sa.update(t)
             .where(*held)
             .values(
