@@ -9,7 +9,7 @@ from astro_xdeps.outbox.models import Item, Outcome
 
 # Outcomes wait at most this long for others to share their write transaction, and at most
 # OUTCOME_BATCH of them share one.
-OUTCOME_GATHER_SECONDS = 0.01
+OUTCOME_GATHER_SECONDS = 0.02
 OUTCOME_BATCH = 100
 
 
@@ -47,6 +47,7 @@ class OutcomeBatch:
                 self._outcomes.append(outcome)
                 if self._first_at is None:
                     self._first_at = time.monotonic()
+                    self._ready.notify()  # the writer starts waiting for company
             if self._added == self._size or len(self._outcomes) >= OUTCOME_BATCH:
                 self._ready.notify()
 
