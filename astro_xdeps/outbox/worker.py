@@ -173,7 +173,9 @@ class DeliveryWorker:
                     self._record(batch, stats, final=False)
             else:
                 for item in ordered:
-                    self._pool.submit(self._deliver_into, batch, item, down, lock)
+                    sent = self._pool.submit(self._deliver_into, batch, item, down, lock)
+                    # stop() cancels what has not started: not sent, nothing to record.
+                    sent.add_done_callback(lambda f, item=item: f.cancelled() and batch.add(item, None))
             while not self._record(batch, stats, final=True):
                 pass
         finally:
