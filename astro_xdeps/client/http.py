@@ -1,6 +1,7 @@
 """The HTTP edge: one keep-alive session per deployment, auth, retries, error classification.
 
-Retry policy (the only one in the package):
+Retry policy of every client call (the delivery worker's clients make one attempt: the outbox
+retries, see :mod:`astro_xdeps.outbox.worker`):
 - retried: connection errors, timeouts, 429 and 5xx, with exponential backoff and jitter,
   waiting at least what ``Retry-After`` asks for;
 - never retried: any other 4xx — the request is wrong and sending it again changes nothing.
