@@ -196,7 +196,8 @@ def new_worker(outbox: Any, concurrency: int, *, batched: bool = False, trust_en
     cls = batched_marks_worker_class(outbox) if batched else DeliveryWorker
     worker = cls(outbox, concurrency=concurrency)
     client = worker.clients.get(TARGET)  # Airflow's connection lookup: once per process, not per event
-    client.transport.session.trust_env = trust_env
+    if not trust_env:  # the package's own session already resolves the environment once
+        client.transport.session.trust_env = False
     return worker
 
 
