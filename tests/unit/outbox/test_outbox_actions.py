@@ -13,16 +13,8 @@ from responses import matchers
 from astro_xdeps.outbox import ASSET_EVENT, DAG_RUN, DELIVERED, Outbox
 from astro_xdeps.outbox.actions import ACTIONS, AssetEventAction, TriggerDagRunAction
 from astro_xdeps.outbox.worker import DrainStats
-from tests.unit.outbox.test_delivery_worker import (  # the fixtures are shared with that module
-    ASSET_ID,
-    BASE,
-    created_clients,
-    events_url,
-    get,
-    make_worker,
-    outbox,
-    register_asset,
-)
+from tests.unit.outbox import test_delivery_worker as dw
+from tests.unit.outbox.test_delivery_worker import created_clients, make_worker, outbox
 
 __all__ = ["created_clients", "make_worker", "outbox"]  # fixtures used by name
 
@@ -85,21 +77,21 @@ def test_a_long_uri_is_hashed_in_the_key_not_in_the_payload() -> None:
 def test_an_asset_event_stored_by_the_previous_version_is_delivered(
     rsps: responses.RequestsMock, outbox: Outbox, make_worker
 ) -> None:
-    register_asset(rsps)
+    dw.register_asset(rsps)
     sent_extra = {
         "rows": 3,
         "xdeps_event_id": "e1",
         "xdeps": {"event_id": "e1", "hops": 1, "route": "default"},
     }
     rsps.post(
-        events_url(),
+        dw.events_url(),
         json={"id": 41},
-        match=[matchers.json_params_matcher({"asset_id": ASSET_ID, "extra": sent_extra})],
+        match=[matchers.json_params_matcher({"asset_id": dw.ASSET_ID, "extra": sent_extra})],
     )
     item_id = store_raw(outbox, ASSET_EVENT, OLD_ASSET_EVENT, "e1:s3://sales/orders")
 
     assert make_worker().deliver_due() == DrainStats(delivered=1)
-    assert (get(outbox, item_id).state, get(outbox, item_id).result) == (DELIVERED, {"event_id": 41})
+    assert (dw.get(outbox, item_id).state, dw.get(outbox, item_id).result) == (DELIVERED, {"event_id": 41})
 
 
 def test_a_dag_run_stored_by_the_previous_version_is_delivered(
@@ -107,14 +99,14 @@ def test_a_dag_run_stored_by_the_previous_version_is_delivered(
 ) -> None:
     body = {"dag_run_id": "xdeps__rule__abc", "conf": {"why": "upstream"}, "logical_date": None}
     rsps.post(
-        f"{BASE}/api/v2/dags/consumer/dagRuns",
+        f"{dw.BASE}/api/v2/dags/consumer/dagRuns",
         json={"dag_run_id": "xdeps__rule__abc"},
         match=[matchers.json_params_matcher(body)],
     )
     item_id = store_raw(outbox, DAG_RUN, OLD_DAG_RUN, "xdeps__rule__abc")
 
     assert make_worker().deliver_due() == DrainStats(delivered=1)
-    assert get(outbox, item_id).result == {"dag_run_id": "xdeps__rule__abc", "created": True}
+    assert dw.get(outbox, item_id).result == {"dag_run_id": "xdeps__rule__abc", "created": True}
 
 
 def test_an_item_of_an_unknown_kind_is_dead_not_retried_forever(
@@ -122,4 +114,4 @@ def test_an_item_of_an_unknown_kind_is_dead_not_retried_forever(
 ) -> None:
     item_id = store_raw(outbox, "webhook", '{"url": "https://x"}', "k1")
     assert make_worker().deliver_due() == DrainStats(dead=1)
-    assert "Unknown outbox item kind 'webhook'" in get(outbox, item_id).last_error
+    assert "Unknown outbox item kind 'webhook'" in dw.get(outbox, item_id).last_error
