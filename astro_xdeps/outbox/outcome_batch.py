@@ -1,16 +1,46 @@
-"""Gathering the outcomes of one claimed batch so that several share one write transaction."""
+"""The outcomes of one claimed batch: gathered so that several share one write transaction, and counted."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
-from astro_xdeps.outbox.models import Item, Outcome
+from astro_xdeps.outbox.models import DEAD, DELIVERED, Item, Outcome
 
 # Outcomes wait at most this long for others to share their write transaction, and at most
 # OUTCOME_BATCH of them share one.
 OUTCOME_GATHER_SECONDS = 0.02
 OUTCOME_BATCH = 100
+
+
+@dataclass
+class DrainStats:
+    """What became of the items a worker claimed: the outcomes it recorded, and the ones it skipped."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    # Claimed but not sent: the lease was lost to another worker, or stop() cancelled the send.
+    skipped: int = 0
+
+    def add(self, other: DrainStats) -> None:
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.dead += other.dead
+        self.skipped += other.skipped
+
+    def count(self, outcome: Outcome) -> None:
+        if outcome.state == DELIVERED:
+            self.delivered += 1
+        elif outcome.state == DEAD:
+            self.dead += 1
+        else:
+            self.retried += 1
+
+    @property
+    def handled(self) -> int:
+        return self.delivered + self.retried + self.dead + self.skipped
 
 
 class OutcomeBatch:

@@ -47,8 +47,8 @@ from astro_xdeps.exceptions import (
     TransientError,
     XdepsError,
 )
-from astro_xdeps.outbox.models import DEAD, DELIVERED, Item, Outcome
-from astro_xdeps.outbox.outcome_batch import OutcomeBatch
+from astro_xdeps.outbox.models import Item, Outcome
+from astro_xdeps.outbox.outcome_batch import DrainStats, OutcomeBatch
 from astro_xdeps.outbox.sending import ClientPool, send_item
 from astro_xdeps.outbox.store import Outbox, new_owner_id
 
@@ -56,33 +56,6 @@ log = logging.getLogger(__name__)
 
 # What one send is assumed to take before the worker has measured one (sizes the first claim).
 ASSUMED_SEND_SECONDS = 1.0
-
-
-@dataclass
-class DrainStats:
-    delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-    # Claimed but not sent: the lease was lost to another worker before sending.
-    skipped: int = 0
-
-    def add(self, other: DrainStats) -> None:
-        self.delivered += other.delivered
-        self.retried += other.retried
-        self.dead += other.dead
-        self.skipped += other.skipped
-
-    def count(self, outcome: Outcome) -> None:
-        if outcome.state == DELIVERED:
-            self.delivered += 1
-        elif outcome.state == DEAD:
-            self.dead += 1
-        else:
-            self.retried += 1
-
-    @property
-    def handled(self) -> int:
-        return self.delivered + self.retried + self.dead + self.skipped
 
 
 def backoff_delay(attempts: int, *, base: float, maximum: float, retry_after: float | None = None) -> float:
