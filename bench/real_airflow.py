@@ -239,7 +239,7 @@ def consumer_run_after(down: Any, since: float, seen: set[str]) -> dict | None:
 
 
 def make_items(n: int) -> list[Any]:
-    """``n`` asset_event items as the upstream listener writes them (payload via outbox_payload)."""
+    """``n`` asset_event items as the upstream listener writes them (via forwarding.payload.outbox_item)."""
     from astro_xdeps.forwarding.payload import SourceEvent, new_event_id
     from astro_xdeps.forwarding.plan import ForwardingPlan, plan_items
     from astro_xdeps.forwarding.routes import Route

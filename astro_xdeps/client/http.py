@@ -1,7 +1,7 @@
 """The HTTP edge: one keep-alive session per deployment, auth, retries, error classification.
 
-Retry policy of one call (shared by the async client; the outbox worker's backoff across
-attempts, ``outbox/worker.py``, is the other one):
+Retry policy of every client call (the delivery worker's clients make one attempt: the outbox
+retries, see :mod:`astro_xdeps.outbox.worker`):
 - retried: connection errors, timeouts, 429 and 5xx, with exponential backoff and jitter,
   waiting at least what ``Retry-After`` asks for;
 - never retried: any other 4xx — the request is wrong and sending it again changes nothing.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -163,6 +164,26 @@ def retry_policy(
     }
 
 
+def apply_environment(session: requests.Session, base_url: str, verify: bool | str) -> None:
+    """Resolve once what requests would otherwise look up on every request (``trust_env``).
+
+    The environment's proxies for ``base_url`` (``HTTPS_PROXY``, ``NO_PROXY``...) and, when
+    ``verify`` is True, the CA bundle in ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` become the
+    session's own settings; ``trust_env`` is then off, so requests does not scan the environment
+    (and look for a ``.netrc``: the connection's credentials are the only ones sent) per request.
+    A ``verify`` of False or a CA path in the connection wins over the environment, as before.
+    """
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    if verify is True:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.verify = verify
+    session.trust_env = False
+
+
+def _call_once(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
 class Transport:
     """Sends requests to one deployment. Knows its base URL, auth and timeouts, nothing about the API."""
 
@@ -177,7 +198,7 @@ class Transport:
         self.config = config
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"astro-xdeps/{__version__}"
-        self.session.verify = config.verify
+        apply_environment(self.session, config.base_url, config.verify)
         self._backoff = wait_exponential_jitter(
             initial=backoff_initial, max=backoff_max, jitter=backoff_initial
         )
@@ -203,7 +224,6 @@ class Transport:
                 self.url(common.LOGIN_PATH),
                 json=common.login_payload(self.config),
                 timeout=self.config.timeouts.as_requests(),
-                verify=self.config.verify,
             )
         except requests.RequestException as exc:
             raise self._transport_error(exc, common.LOGIN_CALL, sent=False) from exc
@@ -244,8 +264,6 @@ class Transport:
         headers = self._auth_headers() if auth else {}
         if extra_headers is not None:
             headers = {**headers, **extra_headers()}
-        # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override session.verify.
-        kwargs.setdefault("verify", self.config.verify)
         try:
             response = self.session.request(
                 method, self.url(path), headers=headers, timeout=self.config.timeouts.as_requests(), **kwargs
@@ -297,8 +315,13 @@ class Transport:
 
         return self.retrying(retry, retries)(attempt)
 
-    def retrying(self, mode: RetryMode = "all", retries: int | None = None) -> Retrying:
-        """The retry loop every call goes through (see :func:`retry_policy`)."""
+    def retrying(self, mode: RetryMode = "all", retries: int | None = None) -> Callable[..., Any]:
+        """The retry loop every call goes through (see :func:`retry_policy`).
+
+        With no retries (the delivery worker's clients: the outbox retries) it is a plain call.
+        """
+        if mode == "none" or (self.config.retries if retries is None else retries) == 0:
+            return _call_once
         return Retrying(**retry_policy(self.config, self._backoff, mode, retries, log))
 
     def close(self) -> None:

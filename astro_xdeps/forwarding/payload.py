@@ -17,10 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from astro_xdeps.forwarding.routes import Destination, map_partition_key
+from astro_xdeps.outbox.actions import EVENT_ID_KEY, PROVENANCE_KEY, AssetEventAction, stamped_extra
+from astro_xdeps.outbox.models import NewItem
 
-EVENT_ID_KEY = "xdeps_event_id"
-PROVENANCE_KEY = "xdeps"
-KIND = "asset_event"
+__all__ = [
+    "EVENT_ID_KEY",
+    "PROVENANCE_KEY",
+    "SourceEvent",
+    "forwarded_extra",
+    "may_forward",
+    "new_event_id",
+    "outbox_item",
+]
+
 _AIRFLOW_MARKERS = ("from_rest_api",)
 
 
@@ -82,33 +91,25 @@ def new_event_id() -> str:
 def forwarded_extra(event: SourceEvent, *, event_id: str, deployment: str, route: str) -> dict[str, Any]:
     original = {k: v for k, v in event.extra.items() if k not in _AIRFLOW_MARKERS and k != EVENT_ID_KEY}
     upstream_prov = original.pop(PROVENANCE_KEY, None)
-    extra = dict(original)
-    extra[EVENT_ID_KEY] = event_id
-    extra[PROVENANCE_KEY] = {
-        "event_id": event_id,
-        "hops": event.hops + 1,
-        "route": route,
-        "source": {
-            "deployment": deployment,
-            "uri": event.uri,
-            "name": event.name,
-            "dag_id": event.dag_id,
-            "task_id": event.task_id,
-            "run_id": event.run_id,
-            "map_index": event.map_index,
-            "partition_key": event.partition_key,
-            "extra": original,
-        },
+    source = {
+        "deployment": deployment,
+        "uri": event.uri,
+        "name": event.name,
+        "dag_id": event.dag_id,
+        "task_id": event.task_id,
+        "run_id": event.run_id,
+        "map_index": event.map_index,
+        "partition_key": event.partition_key,
+        "extra": original,
     }
+    extra = stamped_extra(original, event_id, {"hops": event.hops + 1, "route": route, "source": source})
     if isinstance(upstream_prov, dict):
         extra[PROVENANCE_KEY]["via"] = upstream_prov
     return extra
 
 
-def outbox_payload(
-    event: SourceEvent, dest: Destination, *, event_id: str, deployment: str
-) -> dict[str, Any]:
-    """The outbox item payload for one destination: what the delivery worker sends.
+def outbox_item(event: SourceEvent, dest: Destination, *, event_id: str, deployment: str) -> NewItem:
+    """The outbox item for one destination: what the delivery worker sends.
 
     The partition key is the route's mapping of the upstream key (by default the same key);
     the upstream key stays in the provenance (``xdeps.source.partition_key``).
@@ -119,13 +120,10 @@ def outbox_payload(
         "task_id": event.task_id,
         "run_id": event.run_id,
     }
-    return {
-        "uri": dest.uri,
-        "extra": forwarded_extra(event, event_id=event_id, deployment=deployment, route=dest.route),
-        "partition_key": map_partition_key(dest.partition_key, fields),
-        "event_id": event_id,
-    }
-
-
-def idempotency_key(event_id: str, dest: Destination) -> str:
-    return f"{event_id}:{dest.uri}"
+    action = AssetEventAction(
+        uri=dest.uri,
+        event_id=event_id,
+        extra=forwarded_extra(event, event_id=event_id, deployment=deployment, route=dest.route),
+        partition_key=map_partition_key(dest.partition_key, fields),
+    )
+    return action.to_item(dest.target)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from astro_xdeps import settings
-from astro_xdeps.forwarding.payload import KIND, SourceEvent, idempotency_key, may_forward, outbox_payload
+from astro_xdeps.forwarding.payload import SourceEvent, may_forward, outbox_item
 from astro_xdeps.forwarding.routes import (
     Route,
     all_targets,
@@ -75,15 +75,7 @@ def plan_items(event: SourceEvent, plan: ForwardingPlan, *, event_id: str) -> li
     """The outbox items for one event under ``plan`` (pure)."""
     if not plan.enabled or not may_forward(event, max_hops=plan.max_hops):
         return []
-    items = []
-    for dest in destinations(plan.routes, event.uri, event.name, received=event.received):
-        payload = outbox_payload(event, dest, event_id=event_id, deployment=plan.deployment)
-        items.append(
-            NewItem(
-                kind=KIND,
-                target=dest.target,
-                payload=payload,
-                idempotency_key=idempotency_key(event_id, dest),
-            )
-        )
-    return items
+    return [
+        outbox_item(event, dest, event_id=event_id, deployment=plan.deployment)
+        for dest in destinations(plan.routes, event.uri, event.name, received=event.received)
+    ]

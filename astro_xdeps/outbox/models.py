@@ -147,3 +147,30 @@ def outbox_table(metadata: sa.MetaData, table_prefix: str = DEFAULT_TABLE_PREFIX
         sa.Index(f"ix_{name}_due", "state", "next_attempt_at"),
         sqlite_autoincrement=True,
     )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed item, for :meth:`Outbox.finish_many`.
+
+    ``state`` is where the item goes: ``delivered`` (keeping ``result``), ``pending`` again (to
+    be tried at ``next_attempt_at``, keeping ``error``) or ``dead`` (keeping ``error``).
+    """
+
+    item_id: int
+    state: str
+    result: Any = None
+    error: str | None = None
+    next_attempt_at: float | None = None
+
+    @classmethod
+    def delivered(cls, item_id: int, result: Any = None) -> Outcome:
+        return cls(item_id, DELIVERED, result=result)
+
+    @classmethod
+    def failed(cls, item_id: int, error: str, next_attempt_at: float) -> Outcome:
+        return cls(item_id, PENDING, error=error, next_attempt_at=next_attempt_at)
+
+    @classmethod
+    def dead(cls, item_id: int, error: str) -> Outcome:
+        return cls(item_id, DEAD, error=error)

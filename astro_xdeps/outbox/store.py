@@ -21,6 +21,7 @@ scheduler's open transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -53,6 +54,7 @@ from astro_xdeps.outbox.models import (
     EnqueueResult,
     Item,
     NewItem,
+    Outcome,
     StatusRow,
     outbox_table,
 )
@@ -408,6 +410,77 @@ class Outbox:
             total += len(ids)
             if len(ids) < PURGE_BATCH:
                 return total
+
+    # -- outcomes of a batch, in one write transaction ------------------------------------------
+
+    def finish_many(self, owner: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record what became of several items in one transaction; True for each one applied.
+
+        The batch form of :meth:`mark_delivered`, :meth:`mark_failed` and :meth:`mark_dead`, with
+        the same lease rule: an outcome is applied only while ``owner`` still holds the item's
+        lease, otherwise it changes nothing and its entry is False. Durable when this returns.
+        """
+        _check_owner(owner)
+        if not outcomes:
+            return []
+        now = time.time()
+        rows = [_outcome_params(o, owner, now) for o in outcomes]  # checked before writing
+        statements = self._finish_statements
+        with self._transaction("record delivery outcomes", write=True) as conn:
+            # Which leases are still the owner's: the rows are locked (PostgreSQL: FOR UPDATE;
+            # SQLite: the write lock), so the updates below change exactly these.
+            held = set(
+                conn.execute(
+                    statements["held"], {"f_ids": [o.item_id for o in outcomes], "f_owner": owner}
+                ).scalars()
+            )
+            for state in (DELIVERED, PENDING, DEAD):
+                group = [
+                    row
+                    for o, row in zip(outcomes, rows, strict=True)
+                    if o.state == state and o.item_id in held
+                ]
+                if group:
+                    conn.execute(statements[state], group)  # one executemany per state
+        applied = [o.item_id in held for o in outcomes]
+        lost = [o.item_id for o, ok in zip(outcomes, applied, strict=True) if not ok]
+        if lost:
+            log.info("Outbox items %s: outcomes by %s ignored, the leases are no longer theirs", lost, owner)
+        return applied
+
+    @functools.cached_property
+    def _finish_statements(self) -> dict[str, Any]:
+        """The leases still held, and one UPDATE per outcome state: built once with bind parameters."""
+        t = self._table
+        held = (
+            t.c.id == sa.bindparam("f_id"),
+            t.c.state == PENDING,
+            t.c.lease_owner == sa.bindparam("f_owner"),
+        )
+        done = {"lease_owner": None, "lease_until": None, "updated_at": sa.bindparam("f_now")}
+        error = sa.bindparam("f_error", type_=t.c.last_error.type)
+        return {
+            "held": sa.select(t.c.id)
+            .where(t.c.id.in_(sa.bindparam("f_ids", expanding=True)), *held[1:])
+            .with_for_update(),
+            DELIVERED: sa.update(t)
+            .where(*held)
+            .values(
+                state=DELIVERED,
+                delivered_at=sa.bindparam("f_now"),
+                result=sa.bindparam("f_result", type_=t.c.result.type),
+                **done,
+            ),
+            PENDING: sa.update(t)
+            .where(*held)
+            .values(
+                state=PENDING,
+                next_attempt_at=sa.bindparam("f_next", type_=t.c.next_attempt_at.type),
+                last_error=error,
+                **done,
+            ),
+            DEAD: sa.update(t).where(*held).values(state=DEAD, last_error=error, **done),
+        }
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -805,6 +878,22 @@ def _item(row: sa.Row[Any]) -> Item:
         lease_until=m["lease_until"],
         result=m["result"],
     )
+
+
+def _outcome_params(o: Outcome, owner: str, now: float) -> dict[str, Any]:
+    """The bind parameters of ``o``'s statement in :meth:`Outbox.finish_many`."""
+    params: dict[str, Any] = {"f_id": o.item_id, "f_owner": owner, "f_now": now}
+    if o.state == DELIVERED:
+        params["f_result"] = o.result
+    elif o.state in (PENDING, DEAD):
+        params["f_error"] = _cut_error(o.error or "")
+        if o.state == PENDING:
+            if o.next_attempt_at is None:
+                raise ValueError(f"Outcome of item {o.item_id}: a retry needs next_attempt_at")
+            params["f_next"] = o.next_attempt_at
+    else:
+        raise ValueError(f"Outcome of item {o.item_id}: unknown state {o.state!r}")
+    return params
 
 
 def _cut_error(error: str) -> str:

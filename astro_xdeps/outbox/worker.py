@@ -18,6 +18,11 @@ finish in half a lease (measured send time), renews the leases of the items it h
 of a lease while the batch runs, and never sends an item whose lease it no longer holds: that
 item belongs to the worker that took it over, which checks downstream before it sends.
 
+Outcomes are written in batches (:meth:`Outbox.finish_many`, gathered by
+:class:`~astro_xdeps.outbox.outcome_batch.OutcomeBatch`), and an item is done (its lease let go)
+only once its outcome is durable. A crash in between leaves the item leased; it comes back when
+the lease runs out, ``attempts`` raised, so the next try looks downstream before sending again.
+
 Delivered items are purged after ``purge_after`` seconds (``[astro_xdeps] delivered_retention``),
 once per ``purge_interval``, by the worker's thread.
 """
@@ -34,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from astro_xdeps.client import DeploymentClient
 from astro_xdeps.exceptions import (
     AuthError,
     ConfigError,
@@ -43,66 +47,15 @@ from astro_xdeps.exceptions import (
     TransientError,
     XdepsError,
 )
-from astro_xdeps.outbox.models import ASSET_EVENT, DAG_RUN, Item
+from astro_xdeps.outbox.models import Item, Outcome
+from astro_xdeps.outbox.outcome_batch import DrainStats, OutcomeBatch
+from astro_xdeps.outbox.sending import ClientPool, send_item
 from astro_xdeps.outbox.store import Outbox, new_owner_id
 
 log = logging.getLogger(__name__)
 
-EVENT_ID_KEY = "xdeps_event_id"
 # What one send is assumed to take before the worker has measured one (sizes the first claim).
 ASSUMED_SEND_SECONDS = 1.0
-
-
-@dataclass
-class DrainStats:
-    delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-    # Claimed but not sent: the lease was lost to another worker before sending.
-    skipped: int = 0
-
-    def add(self, other: DrainStats) -> None:
-        self.delivered += other.delivered
-        self.retried += other.retried
-        self.dead += other.dead
-        self.skipped += other.skipped
-
-    @property
-    def handled(self) -> int:
-        return self.delivered + self.retried + self.dead + self.skipped
-
-
-class ClientPool:
-    """One client per target connection, created on first use, dropped when its config fails."""
-
-    def __init__(self, factory: Callable[[str], DeploymentClient] | None = None) -> None:
-        self._factory = factory or _client_from_connection
-        self._clients: dict[str, DeploymentClient] = {}
-        self._lock = threading.Lock()
-
-    def get(self, target: str) -> DeploymentClient:
-        with self._lock:
-            client = self._clients.get(target)
-            if client is None:
-                client = self._clients[target] = self._factory(target)
-            return client
-
-    def invalidate(self, target: str) -> None:
-        with self._lock:
-            client = self._clients.pop(target, None)
-        if client is not None:
-            client.close()
-
-    def close(self) -> None:
-        for target in list(self._clients):
-            self.invalidate(target)
-
-
-def _client_from_connection(conn_id: str) -> DeploymentClient:
-    from astro_xdeps.hooks.deployment import DeploymentHook
-
-    # The worker owns retries (with the outbox), so each call is a single attempt.
-    return DeploymentHook(conn_id, retries=0).get_conn()
 
 
 def backoff_delay(attempts: int, *, base: float, maximum: float, retry_after: float | None = None) -> float:
@@ -175,27 +128,29 @@ class DeliveryWorker:
         by_target: dict[str, list[Item]] = defaultdict(list)
         for item in items:
             by_target[item.target].append(item)
+        # Interleave targets so one slow deployment does not hold back the others.
+        ordered = [item for group in _round_robin(list(by_target.values())) for item in group]
         down: set[str] = set()
-        lock = threading.Lock()
-
-        def work(item: Item) -> None:
-            try:
-                outcome = self._deliver_one(item, down, lock)
-            finally:
-                with self._held_lock:
-                    self._held.pop(item.id, None)
-            with lock:
-                stats.add(outcome)
-
+        batch = OutcomeBatch(len(items))
         batch_done = threading.Event()
         renewer = threading.Thread(
             target=self._renew_while, args=(batch_done,), name="xdeps-lease-renewal", daemon=True
         )
         renewer.start()
+        lock = threading.Lock()
         try:
-            # Interleave targets so one slow deployment does not hold back the others.
-            ordered = [item for group in _round_robin(list(by_target.values())) for item in group]
-            list(self._pool.map(work, ordered))
+            if self.concurrency <= 1:
+                # One sender: this thread sends (no hop to a pool thread), writing outcomes between sends.
+                for item in ordered:
+                    batch.add(item, self._deliver_one(item, down, lock))
+                    self._record(batch, stats, final=False)
+            else:
+                for item in ordered:
+                    sent = self._pool.submit(self._deliver_into, batch, item, down, lock)
+                    # stop() cancels what has not started: not sent, nothing to record.
+                    sent.add_done_callback(lambda f, item=item: f.cancelled() and batch.add(item, None))
+            while not self._record(batch, stats, final=True):
+                pass
         finally:
             batch_done.set()
             renewer.join()
@@ -203,6 +158,32 @@ class DeliveryWorker:
                 for item in items:
                     self._held.pop(item.id, None)
         return stats
+
+    def _deliver_into(self, batch: OutcomeBatch, item: Item, down: set[str], lock: threading.Lock) -> None:
+        """In a sender thread: deliver ``item`` and hand its outcome to the batch (never raises)."""
+        outcome: Outcome | None = None
+        try:
+            outcome = self._deliver_one(item, down, lock)
+        except Exception:  # _deliver_one turns every send error into an outcome: this is a bug
+            log.exception("Outbox item %s: delivery failed unexpectedly; its lease will run out", item.id)
+        finally:
+            batch.add(item, outcome)
+
+    def _record(self, batch: OutcomeBatch, stats: DrainStats, *, final: bool) -> bool:
+        """Write the outcomes that are due (see :class:`OutcomeBatch`); True when all are written.
+
+        ``final``: wait for the senders. The items whose outcome is durable are let go.
+        """
+        items, outcomes, skipped = batch.take(wait=final)
+        stats.skipped += skipped
+        if outcomes:
+            self.outbox.finish_many(self.owner, outcomes)
+            for outcome in outcomes:
+                stats.count(outcome)
+        with self._held_lock:
+            for item in items:
+                self._held.pop(item.id, None)
+        return batch.all_taken
 
     def _renew_while(self, batch_done: threading.Event) -> None:
         """Every third of a lease until the batch is done, extend the leases still held."""
@@ -285,24 +266,23 @@ class DeliveryWorker:
                 break
         return total
 
-    def _deliver_one(self, item: Item, down: set[str], lock: threading.Lock) -> DrainStats:
+    def _deliver_one(self, item: Item, down: set[str], lock: threading.Lock) -> Outcome | None:
+        """Send ``item`` unless its lease was lost (None); return the outcome to record."""
         with lock:
             target_down = item.target in down
         if target_down:
             # The target just failed to answer: don't spend a timeout per item on it.
-            self._fail(item, "not sent: the target was unreachable earlier in this batch", None)
-            return DrainStats(retried=1)
+            return self._fail(item, "not sent: the target was unreachable earlier in this batch", None)
         if not self._holds_lease(item):
             # Another worker took it over after the lease ran out; it checks downstream and sends.
             log.info("Outbox item %s: lease no longer held by %s; not sending it", item.id, self.owner)
-            return DrainStats(skipped=1)
+            return None
         started = time.monotonic()
         try:
             result = self._send(item)
         except RequestRejected as exc:
-            self.outbox.mark_dead(item.id, self.owner, f"rejected by the target, not retried: {exc}")
             log.error("Outbox item %s to %s is dead: %s", item.id, item.target, exc)
-            return DrainStats(dead=1)
+            return Outcome.dead(item.id, f"rejected by the target, not retried: {exc}")
         except (TransientError, NotFoundError, AuthError, ConfigError) as exc:
             if isinstance(exc, TransientError) and exc.status is None and not exc.ambiguous:
                 # Unreachable (refused, connect timeout), not merely busy: skip its other items.
@@ -316,19 +296,17 @@ class DeliveryWorker:
             return self._fail(item, f"{type(exc).__name__}: {exc}", None)
         finally:
             self._record_send_time(time.monotonic() - started)
-        self.outbox.mark_delivered(item.id, self.owner, result)
-        return DrainStats(delivered=1)
+        return Outcome.delivered(item.id, result)
 
     def _record_send_time(self, seconds: float) -> None:
         with self._held_lock:
             previous = self._send_seconds
             self._send_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
-    def _fail(self, item: Item, error: str, retry_after: float | None) -> DrainStats:
+    def _fail(self, item: Item, error: str, retry_after: float | None) -> Outcome:
         now = self.clock()
         if now - item.created_at > self.retry_horizon:
             hours = self.retry_horizon / 3600
-            self.outbox.mark_dead(item.id, self.owner, f"gave up after {hours:g} h of retries: {error}")
             log.error(
                 "Outbox item %s to %s is dead after %d attempts: %s",
                 item.id,
@@ -336,11 +314,10 @@ class DeliveryWorker:
                 item.attempts,
                 error,
             )
-            return DrainStats(dead=1)
+            return Outcome.dead(item.id, f"gave up after {hours:g} h of retries: {error}")
         delay = backoff_delay(
             item.attempts, base=self.backoff_base, maximum=self.backoff_max, retry_after=retry_after
         )
-        self.outbox.mark_failed(item.id, self.owner, error, now + delay)
         log.warning(
             "Outbox item %s to %s failed (attempt %d), retry in %.0fs: %s",
             item.id,
@@ -349,34 +326,10 @@ class DeliveryWorker:
             delay,
             error,
         )
-        return DrainStats(retried=1)
+        return Outcome.failed(item.id, error, now + delay)
 
     def _send(self, item: Item) -> dict[str, Any]:
-        client = self.clients.get(item.target)
-        payload = item.payload
-        if item.kind == ASSET_EVENT:
-            uri, event_id = payload["uri"], payload["event_id"]
-            # Any earlier try may have arrived, even one before an operator's replay (attempts 0).
-            if item.attempts > 1 or item.last_error is not None:
-                try:
-                    found = client.find_event(uri, EVENT_ID_KEY, event_id, since=item.created_at)
-                except NotFoundError:
-                    found = None  # the asset is missing, so the event cannot be there either
-                if found is not None:
-                    return {"event_id": found.get("id"), "found_existing": True}
-            event = client.create_asset_event(
-                uri,
-                payload.get("extra") or {},
-                partition_key=payload.get("partition_key"),
-                dedupe=(EVENT_ID_KEY, event_id),
-            )
-            return {"event_id": event.get("id")}
-        if item.kind == DAG_RUN:
-            trigger = client.trigger_dag_run(
-                payload["dag_id"], payload["dag_run_id"], conf=payload.get("conf"), note=payload.get("note")
-            )
-            return {"dag_run_id": trigger.dag_run_id, "created": trigger.created}
-        raise RequestRejected(f"Unknown outbox item kind {item.kind!r}", deployment=item.target)
+        return send_item(self.clients.get(item.target), item)
 
     # -- background thread -------------------------------------------------------------------
     def start(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from astro_xdeps.outbox.models import MAX_KEY_CHARS
+from astro_xdeps.outbox.actions import PROVENANCE_KEY, AssetEventAction, TriggerDagRunAction, stamped_extra
 from astro_xdeps.relay.schedule import DeadlineSchedule
 from astro_xdeps.state_events import CONTROL_CHARS, DEADLINE_SOURCE, StateEvent, describe
 
@@ -187,18 +187,14 @@ def plan_actions(
         if action.kind == "trigger_dag":
             run_id = dag_run_id(rule.name, event_ids, i)
             conf = render(dict(action.conf), fields)
-            conf.setdefault("xdeps", provenance)
+            conf.setdefault(PROVENANCE_KEY, provenance)
             note = render(action.note, fields) if action.note else None
             if note is not None and len(note) > MAX_NOTE_CHARS:
                 note = note[: MAX_NOTE_CHARS - 1] + "…"
-            payload = {"dag_id": action.dag_id, "dag_run_id": run_id, "conf": conf, "note": note}
-            planned.append(PlannedAction(rule.name, action, "dag_run", action.target, payload, run_id))
+            item = TriggerDagRunAction(action.dag_id, run_id, conf, note).to_item(action.target)
         else:
-            extra = render(dict(action.extra), fields)
             event_id = f"{fid}_{i}"
-            extra.update(
-                {"xdeps_event_id": event_id, "xdeps": {"event_id": event_id, "hops": 1, **provenance}}
-            )
+            extra = stamped_extra(render(dict(action.extra), fields), event_id, {"hops": 1, **provenance})
             partition_key = render(action.partition_key, fields) if action.partition_key else None
             if partition_key is not None and (
                 len(partition_key) > MAX_PARTITION_KEY_CHARS or CONTROL_CHARS.search(partition_key)
@@ -212,34 +208,12 @@ def plan_actions(
                     MAX_PARTITION_KEY_CHARS,
                 )
                 partition_key = None
-            payload = {
-                "uri": action.uri,
-                "extra": extra,
-                "partition_key": partition_key if partition_key and partition_key.strip() else None,
-                "event_id": event_id,
-            }
-            planned.append(
-                PlannedAction(
-                    rule.name,
-                    action,
-                    "asset_event",
-                    action.target,
-                    payload,
-                    asset_event_key(event_id, action.uri),
-                )
-            )
+            partition_key = partition_key if partition_key and partition_key.strip() else None
+            item = AssetEventAction(action.uri, event_id, extra, partition_key).to_item(action.target)
+        planned.append(
+            PlannedAction(rule.name, action, item.kind, item.target, item.payload, item.idempotency_key)
+        )
     return planned
-
-
-def asset_event_key(event_id: str, uri: str) -> str:
-    """The outbox key of an asset event action: the event id and the uri, hashed when too long.
-
-    Airflow allows asset uris of 1500 characters; the outbox key holds at most 500.
-    """
-    key = f"{event_id}:{uri}"
-    if len(key) <= MAX_KEY_CHARS:
-        return key
-    return f"{event_id}:#sha256:{hashlib.sha256(uri.encode('utf-8')).hexdigest()}"
 
 
 def matching_rules(config: RelayConfig, event: StateEvent) -> list[tuple[Rule, list[int]]]:

@@ -362,6 +362,51 @@ def test_tls_setting_wins_over_a_ca_bundle_in_the_environment(
     jwt_transport(verify=verify).request("GET", "/api/v2/dags")
 
 
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_in_the_environment_is_used_when_the_connection_names_none(
+    rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv(variable, "/env/ca-bundle.pem")
+    rsps.post(
+        LOGIN,
+        status=201,
+        json={"access_token": "jwt-1"},
+        match=[matchers.request_kwargs_matcher({"verify": "/env/ca-bundle.pem"})],
+    )
+    rsps.get(DAGS, json={}, match=[matchers.request_kwargs_matcher({"verify": "/env/ca-bundle.pem"})])
+    jwt_transport().request("GET", "/api/v2/dags")
+
+
+def test_proxies_from_the_environment_are_used_and_read_once_per_session(
+    rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")
+    rsps.get(DAGS, json={})
+    transport = transport_for()
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere:1")  # read when the session was made, not now
+    monkeypatch.setenv("https_proxy", "http://elsewhere:1")
+    transport.request("GET", "/api/v2/dags")
+    assert rsps.calls[0].request.req_kwargs["proxies"]["https"] == "http://proxy.corp:3128"
+    assert transport.session.trust_env is False  # nothing looked up per request
+
+
+def test_no_proxy_for_the_deployment_host_sends_it_direct(
+    rsps: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "target.example.com")
+    monkeypatch.setenv("no_proxy", "target.example.com")
+    rsps.get(DAGS, json={})
+    transport_for().request("GET", "/api/v2/dags")
+    assert "https" not in (rsps.calls[0].request.req_kwargs["proxies"] or {})
+
+
 def test_path_prefix_of_the_base_url_is_kept(rsps: responses.RequestsMock) -> None:
     rsps.get("https://target.example.com/team-a/api/v2/dags", json={})
     transport_for(base_url="https://target.example.com/team-a").request("GET", "/api/v2/dags")

@@ -9,16 +9,15 @@ import pytest
 
 from astro_xdeps.forwarding.payload import (
     EVENT_ID_KEY,
-    KIND,
     PROVENANCE_KEY,
     SourceEvent,
     forwarded_extra,
-    idempotency_key,
     may_forward,
     new_event_id,
-    outbox_payload,
+    outbox_item,
 )
 from astro_xdeps.forwarding.routes import Destination
+from astro_xdeps.outbox.models import ASSET_EVENT
 
 EVENT = SourceEvent(
     uri="s3://sales/orders",
@@ -33,7 +32,7 @@ EVENT = SourceEvent(
 
 
 def test_constants_match_the_documented_wire_format() -> None:
-    assert (EVENT_ID_KEY, PROVENANCE_KEY, KIND) == ("xdeps_event_id", "xdeps", "asset_event")
+    assert (EVENT_ID_KEY, PROVENANCE_KEY, ASSET_EVENT) == ("xdeps_event_id", "xdeps", "asset_event")
 
 
 def test_forwarded_extra_keeps_original_keys_and_adds_id_and_provenance() -> None:
@@ -200,7 +199,9 @@ def test_non_dict_provenance_is_dropped_and_not_nested() -> None:
 
 def test_outbox_payload_uses_the_destination_uri_and_route() -> None:
     dest = Destination(target="analytics", uri="s3://analytics/orders", route="mapped")
-    payload = outbox_payload(EVENT, dest, event_id="e1", deployment="up")
+    item = outbox_item(EVENT, dest, event_id="e1", deployment="up")
+    assert (item.kind, item.target) == (ASSET_EVENT, "analytics")
+    payload = item.payload
     assert payload == {
         "uri": "s3://analytics/orders",
         "extra": forwarded_extra(EVENT, event_id="e1", deployment="up", route="mapped"),
@@ -209,6 +210,10 @@ def test_outbox_payload_uses_the_destination_uri_and_route() -> None:
     }
     assert payload["extra"]["xdeps"]["source"]["uri"] == "s3://sales/orders"  # the upstream uri
     json.dumps(payload)
+
+
+def idempotency_key(event_id: str, dest: Destination) -> str:
+    return outbox_item(EVENT, dest, event_id=event_id, deployment="up").idempotency_key
 
 
 def test_idempotency_key_is_event_and_destination_uri() -> None:

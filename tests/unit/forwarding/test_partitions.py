@@ -8,7 +8,7 @@ import pytest
 
 from astro_xdeps.cli.doctor import partitions_check
 from astro_xdeps.exceptions import ConfigError
-from astro_xdeps.forwarding.payload import SourceEvent, outbox_payload
+from astro_xdeps.forwarding.payload import SourceEvent, outbox_item
 from astro_xdeps.forwarding.routes import destinations, map_partition_key, parse_routes
 from astro_xdeps.relay.config import parse_config
 from astro_xdeps.relay.rules import plan_actions
@@ -21,7 +21,7 @@ EVENT = SourceEvent(
 
 def payload_via(route: dict, event: SourceEvent = EVENT) -> dict:
     [dest] = destinations(parse_routes([{"targets": ["down"], **route}]), event.uri, None, received=False)
-    return outbox_payload(event, dest, event_id="e1", deployment="up")
+    return outbox_item(event, dest, event_id="e1", deployment="up").payload
 
 
 def test_the_key_is_kept_by_default_and_the_original_stays_in_the_provenance() -> None:

@@ -129,9 +129,9 @@ def test_an_item_taken_over_by_another_worker_is_not_sent(
     worker._held[item.id] = time.time() + 0.1  # close to its end: the worker must renew first
     outbox.claim("other-worker", limit=1, lease_seconds=60.0, now=time.time() + 5)  # took it over
 
-    stats = worker._deliver_one(item, set(), threading.Lock())
+    outcome = worker._deliver_one(item, set(), threading.Lock())
 
-    assert stats.skipped == 1
+    assert outcome is None  # skipped: nothing sent, nothing to record
     assert len(rsps.calls) == 0  # nothing sent
     assert get(outbox, item_id).lease_owner == "other-worker"
 

@@ -668,3 +668,32 @@ def test_worker_can_be_started_again_after_stop(
     [second] = enqueue(outbox, asset_item(2))
     assert worker.drain(timeout=10) == DrainStats(delivered=1)  # and drained by hand after stop
     assert get(outbox, second).state == DELIVERED
+
+
+def test_stop_during_a_batch_ends_the_thread_and_records_what_was_sent(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker
+) -> None:
+    """A stop that outlasts its timeout cancels the sends not started; the thread must not wait
+    for their outcomes, and nothing is lost: they stay pending under their lease."""
+    register_asset(rsps)
+    started = threading.Event()
+
+    def slow_post(request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        started.set()
+        time.sleep(0.3)
+        return 200, {}, json.dumps({"id": 1})
+
+    rsps.add_callback(responses.POST, events_url(), callback=slow_post)
+    ids = enqueue(outbox, *(asset_item(n) for n in range(1, 9)))
+    worker = make_worker(concurrency=2, idle_poll=60.0)
+    worker._send_seconds = 0.01  # claim the whole batch at once
+    worker.start()
+    assert started.wait(10)
+
+    worker.stop(timeout=0.4)  # gives up waiting for the batch, cancels the sends not started
+
+    assert wait_for(lambda: not worker.running)  # the batch ends with the sends under way
+    states = [get(outbox, i).state for i in ids]
+    assert 1 <= states.count(DELIVERED) < len(ids)  # the sends under way finished and were recorded
+    assert set(states) == {DELIVERED, PENDING}  # the others wait for their lease to run out
+    assert len(posts(rsps)) == states.count(DELIVERED)
