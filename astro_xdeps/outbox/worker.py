@@ -326,7 +326,7 @@ class DeliveryWorker:
 
     def _fail(self, item: Item, error: str, retry_after: float | None) -> DrainStats:
         now = self.clock()
-        if now - item.created_at > self.retry_horizon:
+        if now - item.horizon_start > self.retry_horizon:
             hours = self.retry_horizon / 3600
             self.outbox.mark_dead(item.id, self.owner, f"gave up after {hours:g} h of retries: {error}")
             log.error(

@@ -304,7 +304,8 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         if ctype != "application/json":
             return _error(415, f"content-type must be application/json, got {ctype!r}", metrics, source.name)
         try:
-            source_secrets = await run_in_threadpool(secrets, source)
+            # Env-var secrets are read in the loop; only a connection lookup may block (a thread).
+            source_secrets = await run_in_threadpool(secrets, source) if source.secrets_conn else secrets(source)
         except ConfigError as exc:
             log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
             return _unavailable(RelayUnavailable(str(exc), RETRY_AFTER_MISCONFIGURED), metrics, source.name)
@@ -335,8 +336,8 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         except PayloadError as exc:
             return _error(422, str(exc), metrics, source.name)
         try:
-            # Database work off the event loop: a mounted relay must not stall the api-server.
-            result = await run_in_threadpool(rt.engine.ingest, event)
+            # The outbox's writer does the database work; the event loop only awaits its commit.
+            result = await rt.engine.ingest_async(event)
         except (XdepsError, *_DB_ERRORS) as exc:
             log.error(
                 "Relay could not record event %s of source %s: %s", event.id, source.name, _one_line(exc)

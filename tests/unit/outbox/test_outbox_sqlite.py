@@ -9,7 +9,7 @@ import pytest
 
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox, OutboxError
-from astro_xdeps.outbox import store as store_module
+from astro_xdeps.outbox import db as db_module
 
 
 def test_file_uses_wal_and_every_connection_is_durable_and_patient(sqlite_store) -> None:
@@ -21,7 +21,7 @@ def test_file_uses_wal_and_every_connection_is_durable_and_patient(sqlite_store)
     finally:
         raw.close()
     # Per-connection settings are only visible through the outbox's own pool.
-    with outbox._engine.connect() as conn:
+    with outbox.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
 
@@ -63,7 +63,7 @@ def test_a_writer_waits_for_another_processs_write_lock(sqlite_store) -> None:
 def test_a_lock_held_past_the_busy_timeout_is_an_outbox_error(
     sqlite_store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.2)
     outbox = sqlite_store.open()
     raw = _hold_write_lock(sqlite_store.url.removeprefix("sqlite:///"))
     try:

@@ -249,7 +249,7 @@ def test_two_evaluators_at_once_claim_a_deadline_once(open_outbox: Callable[[], 
                     barrier.wait()
 
         sa.event.listen(replica.engine, "after_cursor_execute", stall)
-        states.append(DeadlineState(replica.engine, replica.write_engine))
+        states.append(DeadlineState(replica.db))
     states[0].decide(rule, ts(OPENS - timedelta(hours=1)))
     decisions: list[Any] = []
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from astro_xdeps.exceptions import RelayStateError
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.outbox.sa_compat import make_url
 from astro_xdeps.relay.engine import RelayEngine
@@ -400,13 +401,13 @@ def test_rules_do_not_share_state(outbox: Outbox) -> None:
     assert sorted(i.payload["dag_id"] for i in items(outbox)) == ["first", "second"]
 
 
-def test_a_broken_state_table_is_an_outbox_error(engine: RelayEngine, outbox: Outbox) -> None:
+def test_a_broken_state_table_is_a_relay_state_error(engine: RelayEngine, outbox: Outbox) -> None:
     """A database failure in the relay state is retryable (the app answers 503), not a crash."""
     with outbox.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE xdeps_relay_state")
-    with pytest.raises(OutboxError, match="relay state could not record an event"):
+    with pytest.raises(RelayStateError, match="relay state could not record an event"):
         engine.ingest(A(), now=at(0))
-    with pytest.raises(OutboxError, match="relay state could not read pending events"):
+    with pytest.raises(RelayStateError, match="relay state could not read pending events"):
         engine.explain(A(), now=at(0))
 
 
@@ -530,7 +531,7 @@ def test_explain_ignores_expired_and_consumed_matches(engine: RelayEngine) -> No
 
 def test_relay_state_pending_lists_unconsumed_ids_per_condition(outbox: Outbox) -> None:
     rule = CONFIG.rules[2]
-    state = RelayState(outbox.engine, outbox.write_engine)
+    state = RelayState(outbox.db)
     assert state.record(rule, [0], A(), at(0)) is None
     assert state.record(rule, [0], A("A2", 1), at(1)) is None
     assert {k: sorted(v) for k, v in state.pending(rule, at(1)).items()} == {0: ["A", "A2"]}

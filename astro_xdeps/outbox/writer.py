@@ -1,0 +1,218 @@
+"""One writer per database per process: every write goes through it, with group commit (SQLite).
+
+Why: SQLite has one write lock per file. When several threads of a process each run their own
+``BEGIN IMMEDIATE`` transaction, the losers sleep in SQLite's busy handler (1, 2, 5, 10 ... ms)
+although the lock is held for a tenth of a millisecond; and every transaction pays its own
+COMMIT. Here one thread owns the process's write connection. Callers hand it an operation
+``op(conn)``; it takes whatever has arrived, runs each op inside its own SAVEPOINT (so one failing
+op fails only its caller), COMMITs them together in ONE transaction, and then wakes the callers.
+A caller returns only after the COMMIT: its write is as durable as before (WAL,
+``synchronous=NORMAL``: survives the process being killed).
+
+A write made from inside an op (the relay's ingest writes state, outbox items and its journal)
+runs at once on the same connection, in a nested SAVEPOINT.
+
+PostgreSQL has no single write lock (claims use ``SKIP LOCKED``, rows lock separately) and
+commits of several connections already proceed in parallel, so funnelling them through one
+thread and connection would only serialise them: :class:`DirectWriter` runs each op in its own
+transaction on the caller's thread.
+
+Writing a batch operation (e.g. outcomes of many items) against this: one op that runs all its
+statements, ``db.write(lambda conn: [conn.execute(stmt, params) for params in rows])`` — it is
+committed with whatever else arrived, and it is atomic (its own SAVEPOINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SAVEPOINT = "xdeps_op"
+
+
+class _Request:
+    __slots__ = ("done", "error", "future", "loop", "op", "result")
+
+    def __init__(self, op: Callable[[sa.Connection], Any]) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done: threading.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[Any] | None = None
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; the write itself is done (or failed) anyway
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Writer:
+    """The thread that owns a process's write connection to an SQLite file."""
+
+    def __init__(self, write_engine: sa.Engine) -> None:
+        self._engine = write_engine  # its transactions begin with BEGIN IMMEDIATE
+        self.forget()
+
+    def forget(self) -> None:
+        """Start over without the thread and connection (after fork: the parent's are not ours)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Request] = []
+        self._thread: threading.Thread | None = None
+        self._conn: sa.Connection | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Let queued writes finish, then stop the thread and close the connection."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
+    # -- callers ---------------------------------------------------------------------------------
+
+    def current_connection(self) -> sa.Connection | None:
+        """The write connection when called from inside an op on the writer thread, else None."""
+        return self._conn if threading.current_thread() is self._thread else None
+
+    def run(self, op: Callable[[sa.Connection], T]) -> T:
+        conn = self.current_connection()
+        if conn is not None:
+            return _nested(conn, op)
+        request = _Request(op)
+        request.done = threading.Event()
+        self._put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def run_async(self, op: Callable[[sa.Connection], T]) -> T:
+        request = _Request(op)
+        request.loop = asyncio.get_running_loop()
+        request.future = request.loop.create_future()
+        self._put(request)
+        return await request.future
+
+    def _put(self, request: _Request) -> None:
+        with self._cond:
+            if self._closed:
+                raise sa.exc.InvalidRequestError("the database is closed")
+            self._queue.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="xdeps-outbox-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                batch, self._queue = self._queue, []
+            self._commit(batch)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            if self._conn is None:
+                self._conn = self._engine.connect()
+            conn = self._conn
+            conn.begin()
+            if len(batch) == 1:  # alone: no SAVEPOINT needed, a failure rolls back its own work
+                try:
+                    batch[0].result = batch[0].op(conn)
+                except BaseException as exc:
+                    batch[0].error = exc
+                    conn.rollback()
+            else:
+                for request in batch:
+                    try:
+                        request.result = _nested(conn, request.op)
+                    except BaseException as exc:
+                        request.error = exc
+            if conn.in_transaction():
+                conn.commit()
+        except BaseException as exc:
+            for request in batch:
+                if request.error is None:
+                    request.error = exc
+            self._discard_connection()
+        for request in batch:
+            if request.future is not None:
+                assert request.loop is not None
+                with contextlib.suppress(RuntimeError):  # RuntimeError: the caller's loop is closed
+                    request.loop.call_soon_threadsafe(_resolve, request.future, request.result, request.error)
+            else:
+                assert request.done is not None
+                request.done.set()
+
+    def _discard_connection(self) -> None:
+        """After a failed BEGIN or COMMIT: roll back and start the next batch on a new connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+            conn.close()
+        except Exception as exc:
+            log.debug("Dropping the outbox write connection: %s", exc)
+            conn.invalidate()
+
+
+def _nested(conn: sa.Connection, op: Callable[[sa.Connection], T]) -> T:
+    """``op(conn)`` inside a SAVEPOINT of the open transaction: on error only its work is undone."""
+    conn.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        result = op(conn)
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO {_SAVEPOINT}")
+        conn.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
+        raise
+    conn.exec_driver_sql(f"RELEASE {_SAVEPOINT}")
+    return result
+
+
+class DirectWriter:
+    """PostgreSQL: each op in its own transaction on the caller's thread (see the module doc)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def forget(self) -> None:
+        """Nothing to drop: this writer keeps no thread or connection of its own."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def current_connection(self) -> sa.Connection | None:
+        return None
+
+    def run(self, op: Callable[[sa.Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return op(conn)
+
+    async def run_async(self, op: Callable[[sa.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, self.run, op)
