@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-import sqlalchemy as sa
 import responses
+import sqlalchemy as sa
 from responses import matchers
 
 from astro_xdeps.client import DeploymentClient, DeploymentConfig
