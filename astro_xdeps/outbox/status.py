@@ -106,23 +106,9 @@ def status(conn: sa.Connection, t: sa.Table, counts: sa.Table, now: float | None
         .where(counts.c.n > 0)
         .order_by(counts.c.target, counts.c.kind, counts.c.state)
     ).all()
-    leased = sa.and_(t.c.lease_until.is_not(None), t.c.lease_until > now)
-    due = sa.and_(t.c.next_attempt_at <= now, sa.or_(t.c.lease_until.is_(None), t.c.lease_until <= now))
-    pending = {
-        (r.target, r.kind): r
-        for r in conn.execute(
-            sa.select(
-                t.c.target,
-                t.c.kind,
-                sa.func.sum(sa.case((leased, 1), else_=0)).label("in_flight"),
-                sa.func.sum(sa.case((due, 1), else_=0)).label("due"),
-                sa.func.min(t.c.next_attempt_at).label("next_attempt_at"),
-            )
-            .where(t.c.state == PENDING)
-            .group_by(t.c.target, t.c.kind)
-        )
-    }
     target, kind, state = sa.bindparam("target"), sa.bindparam("kind"), sa.bindparam("state")
+    # A literal 'pending' (not a bound parameter) lets SQLite use the partial indexes.
+    pending = (t.c.target == target, t.c.kind == kind, t.c.state == sa.literal_column("'pending'"))
     in_group = (t.c.target == target, t.c.kind == kind, t.c.state == state)
     oldest = sa.select(sa.func.min(t.c.created_at)).where(*in_group)
     latest_error = (
@@ -131,11 +117,27 @@ def status(conn: sa.Connection, t: sa.Table, counts: sa.Table, now: float | None
         .order_by(t.c.updated_at.desc(), t.c.id.desc())
         .limit(1)
     )
+    first_due = sa.select(sa.func.min(t.c.next_attempt_at)).where(*pending)
+    due_by_time = sa.select(sa.func.count()).where(*pending, t.c.next_attempt_at <= now)
+    # Live leases; those among them whose next_attempt_at has passed are not due (normally none:
+    # claim and renew move next_attempt_at to the lease's end).
+    live = sa.select(sa.func.count(), sa.func.sum(sa.case((t.c.next_attempt_at <= now, 1), else_=0))).where(
+        *pending, t.c.lease_until > now
+    )
     rows = []
     for g in groups:
         key = {"target": g.target, "kind": g.kind, "state": g.state}
         error = conn.execute(latest_error, key).first()
-        p = pending.get((g.target, g.kind)) if g.state == PENDING else None
+        in_flight = due = 0
+        next_attempt_at = None
+        if g.state == PENDING:
+            where = {"target": g.target, "kind": g.kind}
+            in_flight, live_due = conn.execute(live, where).one()
+            in_flight, due = (
+                int(in_flight or 0),
+                conn.execute(due_by_time, where).scalar_one() - int(live_due or 0),
+            )
+            next_attempt_at = conn.execute(first_due, where).scalar()
         rows.append(
             StatusRow(
                 target=g.target,
@@ -143,9 +145,9 @@ def status(conn: sa.Connection, t: sa.Table, counts: sa.Table, now: float | None
                 state=g.state,
                 count=int(g.n),
                 oldest_created_at=float(conn.execute(oldest, key).scalar_one()),
-                in_flight=int(p.in_flight or 0) if p else 0,
-                due=int(p.due or 0) if p else 0,
-                next_attempt_at=float(p.next_attempt_at) if p and p.next_attempt_at is not None else None,
+                in_flight=in_flight,
+                due=due,
+                next_attempt_at=None if next_attempt_at is None else float(next_attempt_at),
                 last_error=error.last_error if error else None,
                 last_error_at=error.updated_at if error else None,
             )
