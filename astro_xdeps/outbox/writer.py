@@ -3,11 +3,12 @@
 Why: SQLite has one write lock per file. When several threads of a process each run their own
 ``BEGIN IMMEDIATE`` transaction, the losers sleep in SQLite's busy handler (1, 2, 5, 10 ... ms)
 although the lock is held for a tenth of a millisecond; and every transaction pays its own
-COMMIT. Here one thread owns the process's write connection. Callers hand it an operation
-``op(conn)``; it takes whatever has arrived, runs each op inside its own SAVEPOINT (so one failing
+COMMIT. Here one connection per process does all writing, one committer at a time. Callers hand
+it an operation ``op(conn)``; the committer takes whatever has arrived, runs each op inside its own SAVEPOINT (so one failing
 op fails only its caller), COMMITs them together in ONE transaction, and then wakes the callers.
 A caller returns only after the COMMIT: its write is as durable as before (WAL,
-``synchronous=NORMAL``: survives the process being killed).
+``synchronous=NORMAL``: survives the process being killed). The committer is whichever caller
+finds nobody committing (see :class:`Writer`), so a quiet outbox costs no thread switch.
 
 A write made from inside an op (the relay's ingest writes state, outbox items and its journal)
 runs at once on the same connection, in a nested SAVEPOINT.
@@ -43,13 +44,13 @@ _END_NESTED = "RELEASE xdeps_op"
 
 
 class _Request:
-    __slots__ = ("done", "error", "future", "loop", "op", "result")
+    __slots__ = ("error", "finished", "future", "loop", "op", "result")
 
     def __init__(self, op: Callable[[sa.Connection], Any]) -> None:
         self.op = op
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done: threading.Event | None = None
+        self.finished = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[Any] | None = None
 
@@ -64,43 +65,63 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 
 
 class Writer:
-    """The thread that owns a process's write connection to an SQLite file."""
+    """The process's single write path to an SQLite file: one connection, one committer at a time.
+
+    Group commit with a leader: a caller that finds nobody committing takes every queued op and
+    commits them itself, on its own thread (no hand-off to another thread when the outbox is
+    quiet: the listener's enqueue pays no thread switch); callers that arrive meanwhile queue
+    and are committed by the next leader. asyncio callers never block their loop: a background
+    thread, started on their first write, leads for them.
+    """
 
     def __init__(self, write_engine: sa.Engine) -> None:
         self._engine = write_engine  # its transactions begin with BEGIN IMMEDIATE
         self.forget()
 
     def forget(self) -> None:
-        """Start over without the thread and connection (after fork: the parent's are not ours)."""
+        """Start over without thread or connection (after fork: the parent's are not ours)."""
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Request] = []
+        self._leader: int | None = None  # thread ident of the caller committing now
         self._thread: threading.Thread | None = None
         self._conn: sa.Connection | None = None
         self._closed = False
 
     def close(self) -> None:
-        """Let queued writes finish, then stop the thread and close the connection."""
+        """Let queued writes finish, stop the background thread and close the connection."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
+        with self._cond:
+            while self._leader is not None:
+                self._cond.wait(30)
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     # -- callers ---------------------------------------------------------------------------------
 
     def current_connection(self) -> sa.Connection | None:
-        """The write connection when called from inside an op on the writer thread, else None."""
-        return self._conn if threading.current_thread() is self._thread else None
+        """The write connection when called from inside an op being committed, else None."""
+        return self._conn if self._leader == threading.get_ident() else None
 
     def run(self, op: Callable[[sa.Connection], T]) -> T:
         conn = self.current_connection()
         if conn is not None:
             return _nested(conn, op)
         request = _Request(op)
-        request.done = threading.Event()
         self._put(request)
-        request.done.wait()
+        while True:
+            with self._cond:
+                while self._leader is not None and not request.finished:
+                    self._cond.wait()
+                if request.finished:
+                    break
+                batch = self._lead()
+            self._commit(batch)
         if request.error is not None:
             raise request.error
         return request.result
@@ -109,35 +130,40 @@ class Writer:
         request = _Request(op)
         request.loop = asyncio.get_running_loop()
         request.future = request.loop.create_future()
-        self._put(request)
+        self._put(request, background=True)
         return await request.future
 
-    def _put(self, request: _Request) -> None:
+    def _put(self, request: _Request, *, background: bool = False) -> None:
         with self._cond:
             if self._closed:
                 raise sa.exc.InvalidRequestError("the database is closed")
             self._queue.append(request)
-            if self._thread is None:
+            if background and self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="xdeps-outbox-writer", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()
 
-    # -- the writer thread -----------------------------------------------------------------------
+    def _lead(self) -> list[_Request]:
+        """Become the committer of everything queued (called holding the lock)."""
+        self._leader = threading.get_ident()
+        batch, self._queue = self._queue, []
+        return batch
+
+    # -- committing ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        """The background leader, for asyncio callers (and any queued op when it is free)."""
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue or self._leader is not None:
+                    if self._closed and not self._queue:
+                        return
                     self._cond.wait()
-                if not self._queue:
-                    break
-                batch, self._queue = self._queue, []
+                batch = self._lead()
             self._commit(batch)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     def _commit(self, batch: list[_Request]) -> None:
+        """Commit ``batch`` in one transaction, then wake its callers and hand over the lead."""
         try:
             if self._conn is None:
                 self._conn = self._engine.connect()
@@ -146,18 +172,18 @@ class Writer:
             if len(batch) == 1:  # alone: no SAVEPOINT needed, a failure rolls back its own work
                 try:
                     batch[0].result = batch[0].op(conn)
-                except BaseException as exc:
+                except BaseException as exc:  # handed to the caller
                     batch[0].error = exc
                     conn.rollback()
             else:
                 for request in batch:
                     try:
                         request.result = _nested(conn, request.op)
-                    except BaseException as exc:
+                    except BaseException as exc:  # handed to the caller
                         request.error = exc
             if conn.in_transaction():
                 conn.commit()
-        except BaseException as exc:
+        except BaseException as exc:  # BEGIN or COMMIT failed: every caller gets it
             for request in batch:
                 if request.error is None:
                     request.error = exc
@@ -167,9 +193,11 @@ class Writer:
                 assert request.loop is not None
                 with contextlib.suppress(RuntimeError):  # RuntimeError: the caller's loop is closed
                     request.loop.call_soon_threadsafe(_resolve, request.future, request.result, request.error)
-            else:
-                assert request.done is not None
-                request.done.set()
+        with self._cond:
+            for request in batch:
+                request.finished = True
+            self._leader = None
+            self._cond.notify_all()
 
     def _discard_connection(self) -> None:
         """After a failed BEGIN or COMMIT: roll back and start the next batch on a new connection."""

@@ -20,7 +20,7 @@ def test_writes_that_arrive_together_commit_in_one_transaction_and_a_failure_is_
     commits: list[int] = []
     sa.event.listen(outbox.write_engine, "commit", lambda conn: commits.append(1))
     gate = threading.Event()
-    outbox.write("hold the writer", lambda conn: None)  # start the thread
+    outbox.write("open the write connection", lambda conn: None)
     results: dict[str, object] = {}
 
     started = threading.Event()
