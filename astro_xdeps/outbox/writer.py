@@ -4,8 +4,9 @@ Why: SQLite has one write lock per file. When several threads of a process each 
 ``BEGIN IMMEDIATE`` transaction, the losers sleep in SQLite's busy handler (1, 2, 5, 10 ... ms)
 although the lock is held for a tenth of a millisecond; and every transaction pays its own
 COMMIT. Here one connection per process does all writing, one committer at a time. Callers hand
-it an operation ``op(conn)``; the committer takes whatever has arrived, runs each op inside its own SAVEPOINT (so one failing
-op fails only its caller), COMMITs them together in ONE transaction, and then wakes the callers.
+it an operation ``op(conn)``; the committer takes whatever has arrived, runs each op inside its
+own SAVEPOINT (so one failing op fails only its caller), COMMITs them together in ONE
+transaction, and then wakes the callers.
 A caller returns only after the COMMIT: its write is as durable as before (WAL,
 ``synchronous=NORMAL``: survives the process being killed). The committer is whichever caller
 finds nobody committing (see :class:`Writer`), so a quiet outbox costs no thread switch.
@@ -19,8 +20,9 @@ thread and connection would only serialise them: :class:`DirectWriter` runs each
 transaction on the caller's thread.
 
 Writing a batch operation (e.g. outcomes of many items) against this: one op that runs all its
-statements, ``db.write(lambda conn: [conn.execute(stmt, params) for params in rows])`` — it is
-committed with whatever else arrived, and it is atomic (its own SAVEPOINT).
+statements, ``outbox.write("record outcomes", lambda conn: conn.execute(stmt, rows))`` (or a loop
+of executes) — committed with whatever else arrived, atomic (its own SAVEPOINT), errors mapped
+to OutboxError by ``Outbox.write``.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ class Writer:
     Group commit with a leader: a caller that finds nobody committing takes every queued op and
     commits them itself, on its own thread (no hand-off to another thread when the outbox is
     quiet: the listener's enqueue pays no thread switch); callers that arrive meanwhile queue
-    and are committed by the next leader. asyncio callers never block their loop: a background
-    thread, started on their first write, leads for them.
+    and are committed by the next leader. asyncio callers never wait on their loop: they commit
+    there only when nobody writes and SQLite's lock is free this instant; otherwise a background
+    thread, started on their first such write, leads for them.
     """
 
     def __init__(self, write_engine: sa.Engine) -> None:
