@@ -4,6 +4,8 @@ Exception tree::
 
     XdepsError                  anything this package raises on purpose
     ├── ConfigError             configuration is missing or wrong: fix config, retrying will not help
+    ├── OutboxError             the outbox database could not be opened, read or written
+    ├── RelayStateError         the relay's own tables (state, deadlines, journal) could not be used
     └── DeploymentError         a call to a deployment's REST API failed (deployment, call, status, body)
         ├── AuthError           401/403: the token or login is wrong, expired, or for another deployment
         ├── NotFoundError       404: the asset, DAG or run does not exist there (yet)
@@ -29,6 +31,21 @@ class XdepsError(Exception):
 
 class ConfigError(XdepsError):
     """Configuration is missing or invalid. The message says what to set."""
+
+
+class OutboxError(XdepsError):
+    """The outbox database could not be opened, read or written (down, unreachable, locked, full).
+
+    Items already committed are kept; the message names the database (password hidden), what
+    failed and what to check.
+    """
+
+
+class RelayStateError(XdepsError):
+    """The relay's tables beside the outbox (rule state, deadlines, journal) could not be used.
+
+    Retryable like :class:`OutboxError`: the relay answers 503 and the sender tries again.
+    """
 
 
 class DeploymentError(XdepsError):

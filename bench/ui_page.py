@@ -63,7 +63,7 @@ def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> 
 
     started = time.perf_counter()
     with Outbox.sqlite(path) as outbox:
-        RelayJournal(outbox.engine, outbox.write_engine)
+        RelayJournal(outbox.db)
     con = sqlite3.connect(path)
     now = time.time()
     sql = (
@@ -144,7 +144,7 @@ def client_for(path: Path) -> tuple[Any, Any]:
     rt = UiRuntime(
         outbox=outbox,
         deployment="bench",
-        journal=RelayJournal(outbox.engine, outbox.write_engine),
+        journal=RelayJournal(outbox.db),
         graph_inputs=lambda: GraphInputs(deployment="bench", flows=flows_from_items(queries.sample())),
     )
     return TestClient(create_app(lambda: rt, AllowAll())), outbox

@@ -20,6 +20,7 @@ Times are epoch seconds (``float``, as from :func:`time.time`) everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,13 @@ class Item:
     lease_owner: str | None
     lease_until: float | None
     result: Any
+    # When an operator last revived it (``Outbox.retry``); None if never.
+    retried_at: float | None = None
+
+    @property
+    def horizon_start(self) -> float:
+        """Where the give-up horizon counts from: the last retry by an operator, else creation."""
+        return self.created_at if self.retried_at is None else self.retried_at
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,12 @@ def outbox_table(metadata: sa.MetaData, table_prefix: str = DEFAULT_TABLE_PREFIX
         sa.Column("lease_owner", sa.String(MAX_OWNER_CHARS), nullable=True),
         sa.Column("lease_until", Double, nullable=True),
         sa.Column("result", sa.JSON(none_as_null=True), nullable=True),
+        # Added in outbox v2 (an upgrade on open adds it to older tables): see Item.retried_at.
+        sa.Column("retried_at", Double, nullable=True),
         sa.UniqueConstraint("target", "kind", "idempotency_key", name=f"uq_{name}_key"),
         # Serves claim (state = pending AND next_attempt_at <= now) and next_due_at (MIN of it).
         sa.Index(f"ix_{name}_due", "state", "next_attempt_at"),
+        *status_indexes(name),
         sqlite_autoincrement=True,
     )
 
@@ -174,3 +185,107 @@ class Outcome:
     @classmethod
     def dead(cls, item_id: int, error: str) -> Outcome:
         return cls(item_id, DEAD, error=error)
+
+
+def status_indexes(name: str) -> list[sa.Index]:
+    """Small indexes that let ``Outbox.status`` answer with seeks, not by reading a million rows.
+
+    Per (target, kind): the oldest item per state, the earliest pending ``next_attempt_at``, the
+    number of due items (a range of the pending index), live leases (a partial index of leased
+    rows, a few hundred at most) and the latest error (a partial index of rows that have one).
+    """
+    pending = sa.text("state = 'pending'")
+    leased = sa.text("lease_until IS NOT NULL")
+    has_error = sa.text("last_error IS NOT NULL")
+    return [
+        sa.Index(f"ix_{name}_group", "target", "kind", "state", "created_at"),
+        sa.Index(
+            f"ix_{name}_pending",
+            "target",
+            "kind",
+            "next_attempt_at",
+            "state",  # unused for order; makes the index cover the queries on it
+            sqlite_where=pending,
+            postgresql_where=pending,
+        ),
+        sa.Index(
+            f"ix_{name}_leased",
+            "target",
+            "kind",
+            "lease_until",
+            "next_attempt_at",
+            "state",
+            sqlite_where=leased,
+            postgresql_where=leased,
+        ),
+        sa.Index(
+            f"ix_{name}_errors",
+            "target",
+            "kind",
+            "state",
+            "updated_at",
+            sqlite_where=has_error,
+            postgresql_where=has_error,
+        ),
+    ]
+
+
+# -- checks and conversions (pure) -----------------------------------------------------------------
+
+
+def item_from_row(row: Any) -> Item:
+    m = row._mapping
+    return Item(
+        id=m["id"],
+        kind=m["kind"],
+        target=m["target"],
+        payload=m["payload"],
+        idempotency_key=m["idempotency_key"],
+        state=m["state"],
+        attempts=m["attempts"],
+        created_at=m["created_at"],
+        next_attempt_at=m["next_attempt_at"],
+        updated_at=m["updated_at"],
+        delivered_at=m["delivered_at"],
+        last_error=m["last_error"],
+        lease_owner=m["lease_owner"],
+        lease_until=m["lease_until"],
+        result=m["result"],
+        retried_at=m.get("retried_at"),
+    )
+
+
+def cut_error(error: str) -> str:
+    error = str(error)
+    if len(error) <= MAX_ERROR_CHARS:
+        return error
+    return error[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def check_new_item(item: NewItem) -> None:
+    if item.kind not in KINDS:
+        raise ValueError(f"Outbox item kind {item.kind!r} is unknown; use one of {', '.join(KINDS)}.")
+    if not isinstance(item.target, str) or not 0 < len(item.target) <= MAX_TARGET_CHARS:
+        raise ValueError(f"Outbox item target must be a connection id of 1-{MAX_TARGET_CHARS} characters.")
+    if not isinstance(item.idempotency_key, str) or not 0 < len(item.idempotency_key) <= MAX_KEY_CHARS:
+        raise ValueError(
+            f"Outbox item idempotency_key must be a string of 1-{MAX_KEY_CHARS} characters "
+            f"(got {len(str(item.idempotency_key))}); hash longer keys."
+        )
+    if not isinstance(item.payload, dict):
+        raise TypeError(f"Outbox item payload must be a dict, got {type(item.payload).__name__}.")
+
+
+def check_owner(owner: str) -> None:
+    if not isinstance(owner, str) or not 0 < len(owner) <= MAX_OWNER_CHARS:
+        raise ValueError(f"Lease owner must be a string of 1-{MAX_OWNER_CHARS} characters.")
+
+
+def check_targets(targets: Collection[str] | None) -> None:
+    if isinstance(targets, str):
+        raise TypeError(f"targets must be a collection of connection ids, e.g. [{targets!r}], not a string.")
+
+
+def check_state(state: str) -> None:
+    if state not in STATES:
+        raise ValueError(f"Outbox state {state!r} is unknown; use one of {', '.join(STATES)}.")

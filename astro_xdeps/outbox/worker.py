@@ -305,7 +305,7 @@ class DeliveryWorker:
 
     def _fail(self, item: Item, error: str, retry_after: float | None) -> Outcome:
         now = self.clock()
-        if now - item.created_at > self.retry_horizon:
+        if now - item.horizon_start > self.retry_horizon:
             hours = self.retry_horizon / 3600
             log.error(
                 "Outbox item %s to %s is dead after %d attempts: %s",

@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from astro_xdeps.outbox.db import Database
 from astro_xdeps.relay.rules import Rule
 from astro_xdeps.relay.state import CompanionTables
 from astro_xdeps.state_events import DAG_RUN_MISSED_DEADLINE, DEADLINE_SOURCE, StateEvent
@@ -115,8 +116,10 @@ def _insert_ignore(conn: sa.Connection, values: dict) -> bool:
 class DeadlineState(CompanionTables):
     """The durable decisions of deadline rules; safe across threads, processes and replicas."""
 
-    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
-        super().__init__(engine, write_engine, _metadata, "deadlines")
+    _subject = "The relay's deadlines"
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, _metadata, "deadlines")
 
     def _row(self, conn: sa.Connection, rule: str, deadline: int) -> sa.Row | None:
         t = deadlines_table
@@ -136,7 +139,8 @@ class DeadlineState(CompanionTables):
         t = deadlines_table
         key = dict(rule=rule.name)
         stored = json.dumps(event.to_dict())
-        with self._db("record a deadline event"), self._write_engine.begin() as conn:
+
+        def op(conn: sa.Connection) -> list[StateEvent] | None:
             if happened >= opens:
                 met = dict(
                     key, deadline=_ts(upcoming), outcome=MET, decided_at=now, event=stored, enqueued=True
@@ -172,7 +176,8 @@ class DeadlineState(CompanionTables):
                     .values(outcome=LATE, event=stored)
                 ).rowcount
                 return [missed_event(rule, deadline), event] if won == 1 else None
-        return None
+
+        return self._write("record a deadline event", op)
 
     def decide(self, rule: Rule, now: float) -> list[Decision]:
         """Judge the latest deadline of ``rule`` that is ``grace`` past; claim it when missed.
@@ -184,7 +189,8 @@ class DeadlineState(CompanionTables):
         sched = rule.deadline
         assert sched is not None
         t = deadlines_table
-        with self._db("decide a deadline"), self._write_engine.begin() as conn:
+
+        def op(conn: sa.Connection) -> list[Decision]:
             _insert_ignore(conn, dict(rule=rule.name, deadline=0, outcome=WATCHING, decided_at=now))
             since = self._row(conn, rule.name, 0).decided_at
             deadline = sched.previous_deadline(_dt(now - sched.grace_seconds))
@@ -217,12 +223,17 @@ class DeadlineState(CompanionTables):
                 return [Decision(missed, False, late)]
             return []
 
+        return self._write("decide a deadline", op)
+
     def mark_enqueued(self, rule: Rule, deadline: datetime) -> None:
         t = deadlines_table
-        with self._db("mark a deadline enqueued"), self._write_engine.begin() as conn:
+
+        def op(conn: sa.Connection) -> None:
             conn.execute(
                 sa.update(t).where(t.c.rule == rule.name, t.c.deadline == _ts(deadline)).values(enqueued=True)
             )
+
+        return self._write("mark a deadline enqueued", op)
 
     def status(self, rule: Rule, now: float) -> list[str]:
         """Lines for ``relay explain``: the next deadline, its window, and the last decisions."""
@@ -232,7 +243,7 @@ class DeadlineState(CompanionTables):
         opens, _ = sched.window(upcoming)
         zone = sched.zone
         t = deadlines_table
-        with self._db("read deadlines"), self._engine.connect() as conn:
+        with self._read("read deadlines") as conn:
             rows = conn.execute(
                 sa.select(t.c.deadline, t.c.outcome)
                 .where(t.c.rule == rule.name, t.c.deadline > 0)

@@ -52,13 +52,13 @@ class RelayEngine:
     ) -> None:
         self.config = config
         self.outbox = outbox
-        self.state = state or RelayState(outbox.engine, outbox.write_engine)
-        self.journal = journal or RelayJournal(outbox.engine, outbox.write_engine)
+        self.state = state or RelayState(outbox.db)
+        self.journal = journal or RelayJournal(outbox.db)
         self.deadlines = deadlines
         if deadlines is None and config.deadline_rules:
             from astro_xdeps.relay.deadlines import DeadlineState
 
-            self.deadlines = DeadlineState(outbox.engine, outbox.write_engine)
+            self.deadlines = DeadlineState(outbox.db)
 
     def ingest(self, event: StateEvent, now: float | None = None) -> IngestResult:
         now = time.time() if now is None else now
@@ -67,6 +67,14 @@ class RelayEngine:
         self._enqueue(result)
         self._record(event, result, now)
         return result
+
+    async def ingest_async(self, event: StateEvent, now: float | None = None) -> IngestResult:
+        """:meth:`ingest` for the event loop: the whole ingest is one write of the outbox's writer.
+
+        Its state, outbox and journal writes commit together (with whatever else arrived), and
+        the event loop awaits that commit without a thread of its own.
+        """
+        return await self.outbox.write_async("ingest an event", lambda _conn: self.ingest(event, now))
 
     def _evaluate(self, event: StateEvent, now: float, result: IngestResult) -> None:
         for rule, conditions in matching_rules(self.config, event):

@@ -19,8 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from astro_xdeps.outbox.store import OutboxError
+from astro_xdeps.outbox.db import DB_ERRORS, Database
 from astro_xdeps.relay.rules import Condition, Rule
+from astro_xdeps.relay.state import CompanionTables
 from astro_xdeps.state_events import StateEvent
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ journal_table = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sqlite_autoincrement=True,
 )
+_INSERT = sa.insert(journal_table)  # built once: SQLAlchemy reuses its compiled form
 
 
 def describe_condition(condition: Condition) -> str:
@@ -115,40 +117,38 @@ def summary(decision: dict[str, Any]) -> str:
     return "; ".join(parts) or "matched " + ", ".join(decision["matched"])
 
 
-class RelayJournal:
+class RelayJournal(CompanionTables):
     """Appends one row per ingested event; lists the recent ones, newest first."""
 
-    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
-        self._engine = engine
-        self._write_engine = write_engine or engine
-        try:
-            with self._write_engine.begin() as conn:
-                _metadata.create_all(conn, checkfirst=True)
-        except sa.exc.SQLAlchemyError as exc:
-            raise OutboxError(f"The relay journal could not be created: {_reason(exc)}") from exc
+    _subject = "The relay journal"
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, _metadata, "relay journal")
 
     def record(self, event: StateEvent, decision: dict[str, Any], now: float | None = None) -> None:
         now = time.time() if now is None else now
         t = journal_table
         door = event.attributes.get("source") if event.attributes else None
+        row = dict(
+            received_at=now,
+            event_id=event.id[:250],
+            type=event.type,
+            dag_id=event.dag_id,
+            run_id=event.run_id,
+            task_id=event.task_id,
+            deployment=event.deployment,
+            door=str(door)[:64] if door else None,
+            outcome=json.dumps(decision),
+        )
+
+        def append(conn: sa.Connection) -> None:
+            new_id = conn.execute(_INSERT, row).inserted_primary_key[0]
+            if new_id % 100 == 0:
+                conn.execute(sa.delete(t).where(t.c.id <= new_id - KEEP))
+
         try:
-            with self._write_engine.begin() as conn:
-                new_id = conn.execute(
-                    sa.insert(t).values(
-                        received_at=now,
-                        event_id=event.id[:250],
-                        type=event.type,
-                        dag_id=event.dag_id,
-                        run_id=event.run_id,
-                        task_id=event.task_id,
-                        deployment=event.deployment,
-                        door=str(door)[:64] if door else None,
-                        outcome=json.dumps(decision),
-                    )
-                ).inserted_primary_key[0]
-                if new_id % 100 == 0:
-                    conn.execute(sa.delete(t).where(t.c.id <= new_id - KEEP))
-        except sa.exc.SQLAlchemyError as exc:
+            self._database.write(append)
+        except DB_ERRORS as exc:
             log.warning(
                 "astro-xdeps could not record relay event %s in the journal: %s", event.id, _reason(exc)
             )
@@ -163,11 +163,8 @@ class RelayJournal:
         stmt = sa.select(t).order_by(t.c.id.desc()).limit(limit + 1)
         if before is not None:
             stmt = stmt.where(t.c.id < before)
-        try:
-            with self._engine.connect() as conn:
-                rows = conn.execute(stmt).all()
-        except sa.exc.SQLAlchemyError as exc:
-            raise OutboxError(f"The relay journal could not be read: {_reason(exc)}") from exc
+        with self._read("read its recent events") as conn:
+            rows = conn.execute(stmt).all()
         out = []
         for r in rows[:limit]:
             decision = json.loads(r.outcome)

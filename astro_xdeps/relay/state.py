@@ -8,13 +8,14 @@ again after the firing cannot count towards the next one. Rows older than the wi
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import sqlalchemy as sa
 
-from astro_xdeps.outbox.store import OutboxError
+from astro_xdeps.exceptions import RelayStateError
+from astro_xdeps.outbox.db import DB_ERRORS, Database
 from astro_xdeps.relay.firing import Decision, Match, decide, match_time
 from astro_xdeps.relay.rules import Rule
 from astro_xdeps.state_events import StateEvent
@@ -35,6 +36,9 @@ state_table = sa.Table(
 )
 
 
+T = TypeVar("T")
+
+
 def _pending(rule: Rule, now: float) -> tuple[sa.ColumnElement[bool], ...]:
     """Where-clauses for the unconsumed matches of ``rule`` inside its window."""
     assert rule.within_seconds is not None
@@ -43,26 +47,34 @@ def _pending(rule: Rule, now: float) -> tuple[sa.ColumnElement[bool], ...]:
 
 
 class CompanionTables:
-    """A relay table beside the outbox's: read and write engines, created on first use, and
-    database errors turned into OutboxError (the relay answers 503: retry), like the outbox's own."""
+    """A relay table beside the outbox's, in the same database and through the same writer.
+
+    Created on first use; database errors become :class:`RelayStateError` (the relay answers
+    503: retry), with the same message and hints as the outbox's own.
+    """
 
     _subject = "The relay"  # how an error message names this store
 
-    def __init__(
-        self, engine: sa.Engine, write_engine: sa.Engine | None, metadata: sa.MetaData, table: str
-    ) -> None:
-        self._engine = engine
-        self._write_engine = write_engine or engine
-        with self._db(f"create the {table} table"), self._write_engine.begin() as conn:
-            metadata.create_all(conn, checkfirst=True)
+    def __init__(self, db: Database, metadata: sa.MetaData, table: str) -> None:
+        self._database = db
+        with self._errors(f"create the {table} table"):
+            db.create_schema(lambda conn: metadata.create_all(conn, checkfirst=True))
 
     @contextmanager
-    def _db(self, op: str) -> Iterator[None]:
+    def _errors(self, op: str) -> Iterator[None]:
         try:
             yield
-        except sa.exc.SQLAlchemyError as exc:
-            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-            raise OutboxError(f"{self._subject} could not {op}: {reason}") from exc
+        except DB_ERRORS as exc:
+            raise RelayStateError(self._database.message(self._subject, op, exc)) from exc
+
+    @contextmanager
+    def _read(self, op: str) -> Iterator[sa.Connection]:
+        with self._errors(op), self._database.read() as conn:
+            yield conn
+
+    def _write(self, op: str, fn: Callable[[sa.Connection], T]) -> T:
+        with self._errors(op):
+            return self._database.write(fn)
 
 
 class RelayState(CompanionTables):
@@ -70,9 +82,8 @@ class RelayState(CompanionTables):
 
     _subject = "The relay state"
 
-    def __init__(self, engine: sa.Engine, write_engine: sa.Engine | None = None) -> None:
-        self._lock = threading.Lock()
-        super().__init__(engine, write_engine, _metadata, "relay state")
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, _metadata, "relay state")
 
     def record(
         self, rule: Rule, conditions: Sequence[int], event: StateEvent, now: float
@@ -87,7 +98,8 @@ class RelayState(CompanionTables):
         window_start = now - rule.within_seconds
         occurred = match_time(rule, event, now)
         t = state_table
-        with self._lock, self._db("record an event"), self._write_engine.begin() as conn:
+
+        def op(conn: sa.Connection) -> Decision[StateEvent]:
             if conn.dialect.name == "postgresql":
                 # Replicas sharing the database take turns per rule (SQLite: BEGIN IMMEDIATE does
                 # this). Otherwise two concurrent events each miss the other's uncommitted row, and
@@ -149,10 +161,12 @@ class RelayState(CompanionTables):
             )
             return Decision(decision.counts, [StateEvent.from_dict(e) for e in firing])
 
+        return self._write("record an event", op)
+
     def pending_matches(self, rule: Rule, now: float) -> dict[int, list[Match[StateEvent]]]:
         """The unconsumed matches per condition inside the window, oldest first (for explain)."""
         t = state_table
-        with self._db("read pending events"), self._engine.connect() as conn:
+        with self._read("read pending events") as conn:
             rows = conn.execute(
                 sa.select(t.c.condition, t.c.event_id, t.c.occurred_at, t.c.event)
                 .where(*_pending(rule, now))

@@ -290,7 +290,7 @@ def runtime_from_settings() -> UiRuntime:
         outbox=outbox,
         deployment=settings.deployment_name(),
         relay_config=relay_config,
-        journal=RelayJournal(outbox.engine, outbox.write_engine),
+        journal=RelayJournal(outbox.db),
         graph_inputs=lambda: collect(OutboxQueries(outbox).sample()),
         wake=lambda: runtime.ensure_worker(),
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from astro_xdeps.outbox.models import DEAD, DELIVERED, PENDING, STATES, outbox_table
+from astro_xdeps.outbox.models import DEAD, DELIVERED, PENDING, STATES, StatusRow, outbox_table
 from astro_xdeps.outbox.store import Outbox, OutboxError
 from astro_xdeps.ui.words import plain_error
 
@@ -123,6 +123,26 @@ def provenance(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Pending:
+    """The pending items of one target, summed over its kinds."""
+
+    n: int = 0
+    leased: int = 0
+    oldest: float | None = None
+    next: float | None = None
+
+    def add(self, row: StatusRow) -> _Pending:
+        self.n += row.count
+        self.leased += row.in_flight
+        self.oldest = (
+            row.oldest_created_at if self.oldest is None else min(self.oldest, row.oldest_created_at)
+        )
+        if row.next_attempt_at is not None:
+            self.next = row.next_attempt_at if self.next is None else min(self.next, row.next_attempt_at)
+        return self
+
+
 class OutboxQueries:
     """Counts, pages and samples of one outbox, in its own database, without loading rows in bulk."""
 
@@ -153,43 +173,23 @@ class OutboxQueries:
     # -- the first table ---------------------------------------------------------------------
     def summary(self, now: float | None = None) -> list[TargetSummary]:
         now = time.time() if now is None else now
-        t = self._t
-        leased = sa.and_(t.c.lease_until.is_not(None), t.c.lease_until > now)
+        # Counts from Outbox.status: kept by triggers and small indexes, not counted row by row.
+        totals: dict[str, int] = {}
+        pending: dict[str, _Pending] = {}
+        dead: dict[str, int] = {}
+        for row in self.outbox.status(now):
+            totals[row.target] = totals.get(row.target, 0) + row.count
+            if row.state == DEAD:
+                dead[row.target] = dead.get(row.target, 0) + row.count
+            elif row.state == PENDING:
+                pending[row.target] = pending.get(row.target, _Pending()).add(row)
         with self._read("count items per target") as conn:
-            # group_by kind too so the unique (target, kind, key) index serves it; sum per target:
-            totals = {}
-            for r in conn.execute(
-                sa.select(t.c.target, t.c.kind, sa.func.count().label("n")).group_by(t.c.target, t.c.kind)
-            ):
-                totals[r.target] = totals.get(r.target, 0) + int(r.n)
-            pending = {
-                r.target: r
-                for r in conn.execute(
-                    sa.select(
-                        t.c.target,
-                        sa.func.count().label("n"),
-                        sa.func.min(t.c.created_at).label("oldest"),
-                        sa.func.min(t.c.next_attempt_at).label("next"),
-                        sa.func.sum(sa.case((leased, 1), else_=0)).label("leased"),
-                    )
-                    .where(t.c.state == PENDING)
-                    .group_by(t.c.target)
-                )
-            }
-            dead = {
-                r.target: int(r.n)
-                for r in conn.execute(
-                    sa.select(t.c.target, sa.func.count().label("n"))
-                    .where(t.c.state == DEAD)
-                    .group_by(t.c.target)
-                )
-            }
             recent = self._recent_by_target(conn)
             errors = {target: self._last_error(conn, target) for target in totals}
         out = []
         for target in sorted(totals):
             p = pending.get(target)
-            n_pending = int(p.n) if p else 0
+            n_pending = p.n if p else 0
             n_dead = dead.get(target, 0)
             error, error_at = errors[target]
             rec = recent.get(target, (0, None))
@@ -199,9 +199,9 @@ class OutboxQueries:
                     pending=n_pending,
                     delivered=totals[target] - n_pending - n_dead,
                     dead=n_dead,
-                    in_flight=int(p.leased or 0) if p else 0,
-                    oldest_pending_at=float(p.oldest) if p else None,
-                    next_attempt_at=float(p.next) if p else None,
+                    in_flight=p.leased if p else 0,
+                    oldest_pending_at=p.oldest if p else None,
+                    next_attempt_at=p.next if p else None,
                     last_error=error,
                     last_error_plain=plain_error(error),
                     last_error_at=error_at,

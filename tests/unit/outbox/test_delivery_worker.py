@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+import sqlalchemy as sa
 from responses import matchers
 
 from astro_xdeps.client import DeploymentClient, DeploymentConfig
@@ -323,6 +324,31 @@ def test_dead_after_the_retry_horizon(rsps: responses.RequestsMock, outbox: Outb
     assert item.attempts == 2
     assert item.last_error.startswith("gave up after 72 h of retries: The deployment is overloaded")
     assert "HTTP 503" in item.last_error
+
+
+def test_an_item_an_operator_retries_gets_a_new_horizon(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker
+) -> None:
+    """Regression: the horizon counted from created_at, so a dead item revived with
+    ``astro-xdeps outbox retry`` was killed again at its first failure after the retry."""
+    register_asset(rsps)
+    rsps.post(events_url(), status=503)
+    rsps.get(events_url(), json={"asset_events": [], "total_entries": 0})
+    clock = Clock()
+    worker = make_worker(clock=clock, retry_horizon=72 * HOUR)
+    [item_id] = enqueue(outbox, asset_item(1))
+    created = time.time() - 73 * HOUR  # enqueued three days ago, the downstream down ever since
+    t = sa.table(outbox.table_name, sa.column("id"), sa.column("created_at"))
+    with outbox.write_engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.id == item_id).values(created_at=created))
+    assert worker.deliver_due() == DrainStats(dead=1)
+
+    assert outbox.retry([item_id]) == 1
+    clock.advance(1)
+    assert worker.deliver_due() == DrainStats(retried=1)  # a failure after the retry: retried again
+    item = get(outbox, item_id)
+    assert item.state == PENDING
+    assert item.created_at == pytest.approx(created)  # kept: find_event(since=) reads from it
 
 
 @pytest.mark.parametrize("status", [429, 503])

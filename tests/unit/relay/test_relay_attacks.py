@@ -268,9 +268,9 @@ def test_a_raw_database_error_while_recording_is_503_not_500(
 def test_a_really_locked_sqlite_outbox_is_503_then_202_once_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from astro_xdeps.outbox import store
+    from astro_xdeps.outbox import db
 
-    monkeypatch.setattr(store, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.5)
     path = tmp_path / "locked.db"
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process mid-write on a fresh file

@@ -217,7 +217,7 @@ def test_two_evaluators_at_once_claim_a_deadline_once(open_outbox: Callable[[], 
     rule = CONFIG.rules[0]
     replicas = [open_outbox(), open_outbox()]
     stall_together(replicas, after=MISSED_CLAIM)
-    states = [DeadlineState(replica.engine, replica.write_engine) for replica in replicas]
+    states = [DeadlineState(replica.db) for replica in replicas]
     states[0].decide(rule, ts(OPENS - timedelta(hours=1)))
     late = ts(DEADLINE + timedelta(minutes=5))
     outcomes = run_together([lambda: states[0].decide(rule, late), lambda: states[1].decide(rule, late)])

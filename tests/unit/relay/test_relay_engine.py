@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from astro_xdeps.exceptions import RelayStateError
 from astro_xdeps.outbox import Outbox, OutboxError
 from astro_xdeps.outbox.sa_compat import make_url
 from astro_xdeps.relay.config import parse_config
@@ -377,13 +378,13 @@ def test_rules_do_not_share_state(outbox: Outbox) -> None:
     assert sorted(i.payload["dag_id"] for i in items(outbox)) == ["first", "second"]
 
 
-def test_a_broken_state_table_is_an_outbox_error(engine: RelayEngine, outbox: Outbox) -> None:
+def test_a_broken_state_table_is_a_relay_state_error(engine: RelayEngine, outbox: Outbox) -> None:
     """A database failure in the relay state is retryable (the app answers 503), not a crash."""
     with outbox.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE xdeps_relay_state")
-    with pytest.raises(OutboxError, match="relay state could not record an event"):
+    with pytest.raises(RelayStateError, match="relay state could not record an event"):
         engine.ingest(A(), now=at(0))
-    with pytest.raises(OutboxError, match="relay state could not read pending events"):
+    with pytest.raises(RelayStateError, match="relay state could not read pending events"):
         engine.explain(A(), now=at(0))
 
 
@@ -484,7 +485,7 @@ def test_explain_ignores_expired_and_consumed_matches(engine: RelayEngine) -> No
 
 def test_relay_state_pending_lists_unconsumed_ids_per_condition(outbox: Outbox) -> None:
     rule = CONFIG.rules[2]
-    state = RelayState(outbox.engine, outbox.write_engine)
+    state = RelayState(outbox.db)
 
     def pending_keys(now: float) -> dict[int, list[str]]:
         return {i: sorted(m.key for m in found) for i, found in state.pending_matches(rule, now).items()}

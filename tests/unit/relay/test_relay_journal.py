@@ -106,7 +106,7 @@ def test_a_failing_journal_never_fails_the_ingest(
         def record(self, *args, **kwargs):
             raise RuntimeError("disk on fire")
 
-    engine.journal = Broken(engine.outbox.engine)
+    engine.journal = Broken(engine.outbox.db)
     result = engine.ingest(_event("e9", "dag_run.failed", "load"))
     assert result.new_actions == 1
     assert "could not record relay event e9" in caplog.text

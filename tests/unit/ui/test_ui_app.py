@@ -84,7 +84,7 @@ def client(outbox: Outbox) -> Iterator[TestClient]:
         outbox=outbox,
         deployment="up",
         relay_config=config,
-        journal=RelayJournal(outbox.engine, outbox.write_engine),
+        journal=RelayJournal(outbox.db),
         graph_inputs=lambda: GraphInputs(deployment="up", rules=config.rules),
         wake=lambda: woken.append(1),
     )

@@ -1,0 +1,296 @@
+"""One writer per database per process: every write goes through it, with group commit (SQLite).
+
+Why: SQLite has one write lock per file. When several threads of a process each run their own
+``BEGIN IMMEDIATE`` transaction, the losers sleep in SQLite's busy handler (1, 2, 5, 10 ... ms)
+although the lock is held for a tenth of a millisecond; and every transaction pays its own
+COMMIT. Here one connection per process does all writing, one committer at a time. Callers hand
+it an operation ``op(conn)``; the committer takes whatever has arrived, runs each op inside its
+own SAVEPOINT (so one failing op fails only its caller), COMMITs them together in ONE
+transaction, and then wakes the callers.
+A caller returns only after the COMMIT: its write is as durable as before (WAL,
+``synchronous=NORMAL``: survives the process being killed). The committer is whichever caller
+finds nobody committing (see :class:`Writer`), so a quiet outbox costs no thread switch.
+
+A write made from inside an op (the relay's ingest writes state, outbox items and its journal)
+runs at once on the same connection, in a nested SAVEPOINT.
+
+PostgreSQL has no single write lock (claims use ``SKIP LOCKED``, rows lock separately) and
+commits of several connections already proceed in parallel, so funnelling them through one
+thread and connection would only serialise them: :class:`DirectWriter` runs each op in its own
+transaction on the caller's thread.
+
+Writing a batch operation (e.g. outcomes of many items) against this: one op that runs all its
+statements, ``outbox.write("record outcomes", lambda conn: conn.execute(stmt, rows))`` (or a loop
+of executes) — committed with whatever else arrived, atomic (its own SAVEPOINT), errors mapped
+to OutboxError by ``Outbox.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_BEGIN_NESTED = "SAVEPOINT xdeps_op"
+_ROLLBACK_NESTED = "ROLLBACK TO xdeps_op"
+_END_NESTED = "RELEASE xdeps_op"
+
+
+class _Request:
+    __slots__ = ("error", "finished", "future", "loop", "op", "result")
+
+    def __init__(self, op: Callable[[sa.Connection], Any]) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[Any] | None = None
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the caller went away; the write itself is done (or failed) anyway
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Writer:
+    """The process's single write path to an SQLite file: one connection, one committer at a time.
+
+    Group commit with a leader: a caller that finds nobody committing takes every queued op and
+    commits them itself, on its own thread (no hand-off to another thread when the outbox is
+    quiet: the listener's enqueue pays no thread switch); callers that arrive meanwhile queue
+    and are committed by the next leader. asyncio callers never wait on their loop: they commit
+    there only when nobody writes and SQLite's lock is free this instant; otherwise a background
+    thread, started on their first such write, leads for them.
+    """
+
+    def __init__(self, write_engine: sa.Engine) -> None:
+        self._engine = write_engine  # its transactions begin with BEGIN IMMEDIATE
+        self.forget()
+
+    def forget(self) -> None:
+        """Start over without thread or connection (after fork: the parent's are not ours)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: list[_Request] = []
+        self._leader: int | None = None  # thread ident of the caller committing now
+        self._thread: threading.Thread | None = None
+        self._conn: sa.Connection | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """Let queued writes finish, stop the background thread and close the connection."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        with self._cond:
+            while self._leader is not None:
+                self._cond.wait(30)
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- callers ---------------------------------------------------------------------------------
+
+    def current_connection(self) -> sa.Connection | None:
+        """The write connection when called from inside an op being committed, else None."""
+        return self._conn if self._leader == threading.get_ident() else None
+
+    def run(self, op: Callable[[sa.Connection], T]) -> T:
+        conn = self.current_connection()
+        if conn is not None:
+            return _nested(conn, op)
+        request = _Request(op)
+        self._put(request)
+        while True:
+            with self._cond:
+                while self._leader is not None and not request.finished:
+                    self._cond.wait()
+                if request.finished:
+                    break
+                batch = self._lead()
+            self._commit(batch)
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def run_async(self, op: Callable[[sa.Connection], T]) -> T:
+        """Commit ``op`` on the event loop's own thread when nobody is writing and SQLite's lock is
+        free this instant (a few hundred microseconds: no thread hop, no GIL hand-off per
+        statement); else queue it for the background leader and await that, never blocking."""
+        request = _Request(op)
+        request.loop = asyncio.get_running_loop()
+        request.future = request.loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise sa.exc.InvalidRequestError("the database is closed")
+            inline = self._leader is None and not self._queue
+            if inline:
+                self._leader = threading.get_ident()
+        if inline:
+            if self._begin_now():
+                self._commit([request], begun=True)
+                return await request.future
+            with self._cond:
+                self._leader = None
+                self._cond.notify_all()
+        self._put(request, background=True)
+        return await request.future
+
+    def _begin_now(self) -> bool:
+        """BEGIN IMMEDIATE only if the write lock is free right now: on an event loop, never wait.
+
+        False when another process holds it (or the connection cannot be opened): the caller
+        then hands its op to the background leader, which waits and reports errors as usual.
+        """
+        try:
+            if self._conn is None:
+                self._conn = self._engine.connect()
+            raw = self._conn.connection.driver_connection
+            patience = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+            raw.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._conn.begin()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {int(patience)}")
+            return True
+        except Exception as exc:  # locked, or no connection: the background leader tries with patience
+            log.debug("Outbox write lock not free at once (%s); handing the write to the writer thread", exc)
+            self._discard_connection()
+            return False
+
+    def _put(self, request: _Request, *, background: bool = False) -> None:
+        with self._cond:
+            if self._closed:
+                raise sa.exc.InvalidRequestError("the database is closed")
+            self._queue.append(request)
+            if background and self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="xdeps-outbox-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _lead(self) -> list[_Request]:
+        """Become the committer of everything queued (called holding the lock)."""
+        self._leader = threading.get_ident()
+        batch, self._queue = self._queue, []
+        return batch
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        """The background leader, for asyncio callers (and any queued op when it is free)."""
+        while True:
+            with self._cond:
+                while not self._queue or self._leader is not None:
+                    if self._closed and not self._queue:
+                        return
+                    self._cond.wait()
+                batch = self._lead()
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Request], *, begun: bool = False) -> None:
+        """Commit ``batch`` in one transaction, then wake its callers and hand over the lead."""
+        try:
+            if self._conn is None:
+                self._conn = self._engine.connect()
+            conn = self._conn
+            if not begun:
+                conn.begin()
+            if len(batch) == 1:  # alone: no SAVEPOINT needed, a failure rolls back its own work
+                try:
+                    batch[0].result = batch[0].op(conn)
+                except BaseException as exc:  # handed to the caller
+                    batch[0].error = exc
+                    conn.rollback()
+            else:
+                for request in batch:
+                    try:
+                        request.result = _nested(conn, request.op)
+                    except BaseException as exc:  # handed to the caller
+                        request.error = exc
+            if conn.in_transaction():
+                conn.commit()
+        except BaseException as exc:  # BEGIN or COMMIT failed: every caller gets it
+            for request in batch:
+                if request.error is None:
+                    request.error = exc
+            self._discard_connection()
+        for request in batch:
+            if request.future is not None:
+                assert request.loop is not None
+                with contextlib.suppress(RuntimeError):  # RuntimeError: the caller's loop is closed
+                    request.loop.call_soon_threadsafe(_resolve, request.future, request.result, request.error)
+        with self._cond:
+            for request in batch:
+                request.finished = True
+            self._leader = None
+            self._cond.notify_all()
+
+    def _discard_connection(self) -> None:
+        """After a failed BEGIN or COMMIT: roll back and start the next batch on a new connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+            conn.close()
+        except Exception as exc:
+            log.debug("Dropping the outbox write connection: %s", exc)
+            conn.invalidate()
+
+
+def _nested(conn: sa.Connection, op: Callable[[sa.Connection], T]) -> T:
+    """``op(conn)`` inside a SAVEPOINT of the open transaction: on error only its work is undone.
+
+    The SAVEPOINT statements go to the sqlite3 connection directly (the driver is in autocommit
+    mode, SQLAlchemy's BEGIN hook owns the transaction): through SQLAlchemy's execution
+    machinery they cost more than the INSERT they protect.
+    """
+    raw = conn.connection.driver_connection
+    raw.execute(_BEGIN_NESTED)
+    try:
+        result = op(conn)
+    except BaseException:
+        raw.execute(_ROLLBACK_NESTED)
+        raw.execute(_END_NESTED)
+        raise
+    raw.execute(_END_NESTED)
+    return result
+
+
+class DirectWriter:
+    """PostgreSQL: each op in its own transaction on the caller's thread (see the module doc)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def forget(self) -> None:
+        """Nothing to drop: this writer keeps no thread or connection of its own."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def current_connection(self) -> sa.Connection | None:
+        return None
+
+    def run(self, op: Callable[[sa.Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return op(conn)
+
+    async def run_async(self, op: Callable[[sa.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, self.run, op)

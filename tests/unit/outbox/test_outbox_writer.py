@@ -1,0 +1,83 @@
+"""The process's one writer (SQLite): writes that arrive together commit together, one failing
+write fails only its caller, and asyncio callers await the commit without a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox, OutboxError
+
+
+def test_writes_that_arrive_together_commit_in_one_transaction_and_a_failure_is_its_callers_own(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox.sqlite(tmp_path / "o.db")
+    commits: list[int] = []
+    sa.event.listen(outbox.write_engine, "commit", lambda conn: commits.append(1))
+    gate = threading.Event()
+    outbox.write("open the write connection", lambda conn: None)
+    results: dict[str, object] = {}
+
+    started = threading.Event()
+
+    def blocker(conn: sa.Connection) -> None:
+        started.set()
+        gate.wait(10)
+
+    def call(name: str, fn) -> None:
+        try:
+            results[name] = outbox.write(name, fn)
+        except Exception as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=call, args=("block", blocker))
+    first.start()
+    assert started.wait(10)
+    commits.clear()
+    others = [
+        threading.Thread(
+            target=call,
+            args=(f"k{i}", lambda c, i=i: outbox.enqueue([NewItem(ASSET_EVENT, "t", {}, f"k{i}")])),
+        )
+        for i in range(5)
+    ]
+    others.append(
+        threading.Thread(target=call, args=("bad", lambda c: c.exec_driver_sql("SELECT * FROM nowhere")))
+    )
+    for t in others:
+        t.start()
+    while len(outbox.db.writer._queue) < len(others):
+        threading.Event().wait(0.005)
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert isinstance(results["bad"], OutboxError)
+    assert sorted(i.idempotency_key for i in outbox.list_items()) == [f"k{i}" for i in range(5)]
+    assert len(commits) <= 2  # the blocker alone, then the six that queued behind it together
+    outbox.close()
+
+
+def test_an_asyncio_caller_awaits_the_commit(tmp_path: Path) -> None:
+    outbox = Outbox.sqlite(tmp_path / "o.db")
+
+    async def main() -> list:
+        return await asyncio.gather(
+            *(
+                outbox.write_async(
+                    "enqueue", lambda c, i=i: outbox.enqueue([NewItem(ASSET_EVENT, "t", {}, f"a{i}")])
+                )
+                for i in range(20)
+            )
+        )
+
+    results = asyncio.run(main())
+    assert [r[0].created for r in results] == [True] * 20
+    with pytest.raises(OutboxError, match="could not fail: no such table"):
+        asyncio.run(outbox.write_async("fail", lambda c: c.exec_driver_sql("SELECT * FROM nowhere")))
+    assert len(outbox.list_items()) == 20
+    outbox.close()
