@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.common import LatencyRuns, fmt_ms, fmt_ratio, table, temp_dir
+from bench.common import LatencyRuns, env_vars, fmt_ms, fmt_ratio, table, temp_dir
 from bench.ui_page import build, build_pg
 
 TARGET_S = 0.050
@@ -58,20 +57,6 @@ RULES = {
         }
     ],
 }
-
-
-@contextlib.contextmanager
-def env(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def cli_call(args: list[str]) -> Callable[[], None]:
@@ -135,7 +120,7 @@ def measure(url: str, reps: int, calls: int) -> dict[str, LatencyRuns]:
     from astro_xdeps.outbox import Outbox
 
     out: dict[str, LatencyRuns] = {}
-    with env({URL_ENV: url}), Outbox.from_url(url) as outbox:
+    with env_vars({URL_ENV: url}), Outbox.from_url(url) as outbox:
         metrics, client = metrics_call(outbox)
         fns = {
             "astro-xdeps outbox status": cli_call(["outbox", "status"]),
@@ -191,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     args = harness.parse(parser, argv, SMOKE)
     started = time.monotonic()
     harness.header("outbox status / relay /metrics on a big outbox vs a small one", args)
-    with env({"AIRFLOW__ASTRO_XDEPS__RELAY_METRICS_TOKEN": METRICS_TOKEN}), temp_dir("xdeps-status-") as tmp:
+    with (
+        env_vars({"AIRFLOW__ASTRO_XDEPS__RELAY_METRICS_TOKEN": METRICS_TOKEN}),
+        temp_dir("xdeps-status-") as tmp,
+    ):
         folder = args.keep or tmp
         folder.mkdir(parents=True, exist_ok=True)
         big = folder / f"status_{args.delivered}_{args.pending}.db"
