@@ -21,6 +21,11 @@ alone (the issue's "enqueue p99 under 1 ms").
 
 Every repetition runs every case once, side by side; the table shows the median over
 repetitions of each repetition's p50/p99 (nearest rank), and the ratios seed/ours.
+
+Targets (issue 11), for each downstream with the worker on: p99 < 1 ms, and p99 <= 3x the
+noise floor's p99 of the same repetition (median over repetitions; the worst repetition is
+printed beside it). The seed, ``Outbox.enqueue`` alone, worker off and worker in another
+process are context.
 """
 
 from __future__ import annotations

@@ -2,17 +2,23 @@
 # The headline benchmarks of BENCHMARKS.md's Summary, one after another at their default sizes
 # (~16 min on the 2-core reference machine). Run it in a quiet window: nothing else busy.
 #
-#   bench/run_all.sh [OUT_DIR]          # default: ${TMPDIR:-/tmp}/xdeps-bench-<UTC timestamp>
+#   bench/run_all.sh [--smoke] [OUT_DIR]  # default: ${TMPDIR:-/tmp}/xdeps-bench-<UTC timestamp>
 #
 # Each benchmark's full output goes to OUT_DIR/<name>.txt; at the end every target verdict
 # ([met] / [MISSED] / [info]) is gathered into OUT_DIR/summary.txt and printed, with the total
 # time. A benchmark that fails is recorded (its exit code) and the others still run.
 # Environment: PYTHON (default .venv/bin/python); XDEPS_BENCH_PG_URL, a PostgreSQL server URL for
 # bench.status's PostgreSQL rows (it creates and drops its own database h8_bench there; set it
-# empty to skip PostgreSQL).
+# empty to skip PostgreSQL); ONLY, names to run (e.g. ONLY="delivery status"; default: all).
+# --smoke passes --smoke to each (seconds each; checks that the script and benchmarks run).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+SMOKE=""
+if [ "${1:-}" = "--smoke" ]; then
+  SMOKE="--smoke"
+  shift
+fi
 OUT=${1:-${TMPDIR:-/tmp}/xdeps-bench-$(date -u +%Y%m%dT%H%M%SZ)}
 PG_URL=${XDEPS_BENCH_PG_URL-postgresql+psycopg2://postgres@127.0.0.1:5432/test}
 mkdir -p "$OUT"
@@ -35,7 +41,10 @@ started=$(date +%s)
 } | tee "$OUT/summary.txt"
 for entry in "${benches[@]}"; do
   name=${entry%%|*}
-  cmd=${entry#*|}
+  cmd="${entry#*|} $SMOKE"
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+    continue
+  fi
   t0=$(date +%s)
   echo "== $name: $cmd" | tee -a "$OUT/summary.txt"
   $cmd >"$OUT/$name.txt" 2>&1
