@@ -21,6 +21,11 @@ alone (the issue's "enqueue p99 under 1 ms").
 
 Every repetition runs every case once, side by side; the table shows the median over
 repetitions of each repetition's p50/p99 (nearest rank), and the ratios seed/ours.
+
+Targets (issue 11), for each downstream with the worker on: p99 < 1 ms, and p99 <= 3x the
+noise floor's p99 of the same repetition (median over repetitions; the worst repetition is
+printed beside it). The seed, ``Outbox.enqueue`` alone, worker off and worker in another
+process are context.
 """
 
 from __future__ import annotations
@@ -54,8 +59,11 @@ from bench.common import (
 )
 
 TOKEN = "bench-token"
+# Issue 11: the listener's call with the worker on, for every downstream: p99 < 1 ms and never
+# more than 3x the noise floor's p99 of the same run.
 TARGET_P99 = 0.001  # seconds
-TARGET_RATIO = 100.0
+TARGET_NOISE_RATIO = 3.0
+DOWNSTREAMS = ("0 ms", "50 ms", "down", "hanging")
 
 
 @dataclass
@@ -520,46 +528,55 @@ def report(
             rows,
         )
     )
-    verdicts = []
-    for d in ("0 ms", "50 ms", "down", "hanging"):
-        p99 = cases[f"ours:{d}"].lat.p(99)
+    verdicts = hook_verdicts(cases)
+    figures = {f"{c.label} ({c.downstream}) p99": c.lat.p(99) for c in cases.values()}
+    return verdicts, figures
+
+
+def hook_verdicts(cases: dict[str, Case]) -> list[harness.Verdict]:
+    """Issue 11's targets (p99 < 1 ms and <= 3x the noise floor, per downstream); the rest as context.
+
+    The noise ratio is each repetition's p99 over the same repetition's noise-floor p99; the
+    verdict takes the median over repetitions, the text also shows the worst repetition.
+    """
+    noise = cases["noise"].lat
+    verdicts: list[harness.Verdict] = []
+    for d in DOWNSTREAMS:
+        ours = cases[f"ours:{d}"].lat
+        ratios = [o / n for o, n in zip(ours.per_rep(99), noise.per_rep(99), strict=False)]
+        ratio, worst = median(ratios), max(ratios)
         verdicts.append(
-            (f"ours p99 < 1 ms, downstream {d} (worker on)", p99 < TARGET_P99, f"p99 {fmt_ms(p99)} ms")
+            (
+                f"hook path p99 < 1 ms, downstream {d} (worker on)",
+                ours.p(99) < TARGET_P99,
+                f"p99 {fmt_ms(ours.p(99))} ms",
+            )
+        )
+        verdicts.append(
+            (
+                f"hook path p99 <= {TARGET_NOISE_RATIO:g}x the noise floor's p99, downstream {d} (worker on)",
+                ratio <= TARGET_NOISE_RATIO,
+                f"{fmt_ratio(ratio)} (worst repetition {fmt_ratio(worst)}; noise floor p99 {fmt_ms(noise.p(99))} ms)",
+            )
         )
     seed50, ours50 = cases["seed:50 ms"].lat, cases["ours:50 ms"].lat
     r50, r99 = seed50.p(50) / ours50.p(50), seed50.p(99) / ours50.p(99)
     verdicts.append(
-        (
-            ">= 100x less than the seed at 50 ms (p50 and p99)",
-            r50 >= TARGET_RATIO and r99 >= TARGET_RATIO,
-            f"p50 {fmt_ratio(r50)}, p99 {fmt_ratio(r99)}",
-        )
+        ("(context) the seed / ours at 50 ms", None, f"p50 {fmt_ratio(r50)}, p99 {fmt_ratio(r99)}")
     )
-    enq = cases["enqueue"].lat.p(99)
-    verdicts.append(("Outbox.enqueue p99 < 1 ms", enq < TARGET_P99, f"p99 {fmt_ms(enq)} ms"))
-    noise = cases["noise"].lat
+    enq = cases["enqueue"].lat
     verdicts.append(
-        (
-            "(context) the machine's own p99 for ~0.3 ms of CPU stays under 1 ms",
-            noise.p(99) < TARGET_P99,
-            f"p50 {fmt_ms(noise.p(50))} ms, p99 {fmt_ms(noise.p(99))} ms",
-        )
+        ("(context) Outbox.enqueue alone", None, f"p50 {fmt_ms(enq.p(50))} ms, p99 {fmt_ms(enq.p(99))} ms")
+    )
+    verdicts.append(
+        ("(context) noise floor", None, f"p50 {fmt_ms(noise.p(50))} ms, p99 {fmt_ms(noise.p(99))} ms")
     )
     off = cases["ours:off"].lat.p(99)
-    verdicts.append(
-        ("(secondary) ours p99 < 1 ms with the worker off", off < TARGET_P99, f"p99 {fmt_ms(off)} ms")
-    )
+    verdicts.append(("(context) hook path with the worker off", None, f"p99 {fmt_ms(off)} ms"))
     if "ours:drainer" in cases:
         dr = cases["ours:drainer"].lat.p(99)
-        verdicts.append(
-            (
-                "(secondary) ours p99 < 1 ms, worker in another process",
-                dr < TARGET_P99,
-                f"p99 {fmt_ms(dr)} ms",
-            )
-        )
-    figures = {f"{c.label} ({c.downstream}) p99": c.lat.p(99) for c in cases.values()}
-    return verdicts, figures
+        verdicts.append(("(context) hook path, worker in another process", None, f"p99 {fmt_ms(dr)} ms"))
+    return verdicts
 
 
 if __name__ == "__main__":

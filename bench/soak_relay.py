@@ -44,7 +44,6 @@ import base64
 import contextlib
 import gzip
 import json
-import os
 import random
 import re
 import socket
@@ -58,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import LOCALHOST, machine_notes, temp_dir
+from bench.common import LOCALHOST, env_vars, machine_notes, temp_dir
 
 SMOKE_COUNT = 300  # --smoke: requests (seconds)
 TOLERANCE = 300
@@ -219,20 +218,6 @@ def _config(templates: list[str]) -> dict[str, Any]:
         ],
         "max_body_bytes": MAX_BODY,
     }
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -771,7 +756,7 @@ def run(count: int, seed: int, *, clients: int = 4) -> dict:
     templates, refused = _templates(random.Random(seed))
     tally = Tally()
     started = time.monotonic()
-    with temp_dir("xdeps-soak-relay-") as tmp, _env(ENV):
+    with temp_dir("xdeps-soak-relay-") as tmp, env_vars(ENV):
         outbox_path = tmp / "outbox.db"
         with _relay_server(outbox_path, _config(templates)) as base:
             per_client = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]

@@ -19,12 +19,14 @@ bulk inserts into the real schema (created by ``Outbox``). Generating 1.1 M rows
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +58,15 @@ def _payload(i: int) -> str:
     return json.dumps({"uri": uri, "extra": extra, "partition_key": None, "event_id": eid})
 
 
-def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> float:
-    """Create the outbox at ``path`` with the given counts; return the seconds it took."""
-    from astro_xdeps.outbox import Outbox
-    from astro_xdeps.relay.journal import RelayJournal
+COLUMNS = (
+    "kind, target, payload, idempotency_key, state, attempts, created_at, next_attempt_at, updated_at, "
+    "delivered_at, last_error"
+)
+JOURNAL_COLUMNS = "received_at, event_id, type, dag_id, run_id, door, outcome"
 
-    started = time.perf_counter()
-    with Outbox.sqlite(path) as outbox:
-        RelayJournal(outbox.db)
-    con = sqlite3.connect(path)
-    now = time.time()
-    sql = (
-        "INSERT INTO xdeps_outbox (kind, target, payload, idempotency_key, state, attempts, created_at, "
-        "next_attempt_at, updated_at, delivered_at, last_error) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-    )
-    rows: list[tuple] = []
+
+def outbox_rows(delivered: int, pending: int, dead: int, now: float) -> Iterator[tuple]:
+    """The outbox's rows (``COLUMNS``), oldest first, spread over the last three days."""
     i = 0
     total = delivered + pending + dead
     for state, n in (("delivered", delivered), ("pending", pending), ("dead", dead)):
@@ -82,35 +78,89 @@ def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> 
                 error = "The deployment is overloaded or failing [create_asset_event on xdeps] — HTTP 503"
             elif state == "dead":
                 error = "rejected by the target, not retried: The deployment rejected the request — HTTP 422"
-            rows.append(
-                (
-                    "asset_event",
-                    TARGETS[i % len(TARGETS)],
-                    _payload(i),
-                    f"{i:032x}:s3://bucket",
-                    state,
-                    1 if state == "delivered" else 3,
-                    created,
-                    created if state != "pending" else now + 60 + i % 240,
-                    created + 1,
-                    created + 1 if state == "delivered" else None,
-                    error,
-                )
+            yield (
+                "asset_event",
+                TARGETS[i % len(TARGETS)],
+                _payload(i),
+                f"{i:032x}:s3://bucket",
+                state,
+                1 if state == "delivered" else 3,
+                created,
+                created if state != "pending" else now + 60 + i % 240,
+                created + 1,
+                created + 1 if state == "delivered" else None,
+                error,
             )
-            if len(rows) >= 20_000:
-                con.executemany(sql, rows)
-                rows.clear()
-    con.executemany(sql, rows)
+
+
+def journal_rows(journal: int, now: float) -> list[tuple]:
+    """The relay journal's rows (``JOURNAL_COLUMNS``)."""
     outcome = json.dumps({"matched": [], "fired": [], "waiting": {}, "actions": [], "deduplicated": False})
+    return [
+        (now - j, f"ev{j}", "dag_run.success", f"dag_{j % 20}", f"run{j}", "listener", outcome)
+        for j in range(journal)
+    ]
+
+
+def _create_schema(url: str) -> None:
+    """The real schema (outbox, its status counts and indexes, relay journal), created by the package."""
+    from astro_xdeps.outbox import Outbox
+    from astro_xdeps.relay.journal import RelayJournal
+
+    with Outbox.from_url(url) as outbox:
+        RelayJournal(outbox.db)
+
+
+def build(path: Path, delivered: int, pending: int, dead: int, journal: int) -> float:
+    """Create the SQLite outbox at ``path`` with the given counts; return the seconds it took."""
+    started = time.perf_counter()
+    _create_schema(f"sqlite:///{path}")
+    con = sqlite3.connect(path)
+    now = time.time()
+    sql = f"INSERT INTO xdeps_outbox ({COLUMNS}) VALUES ({','.join('?' * 11)})"
+    rows = outbox_rows(delivered, pending, dead, now)
+    while chunk := list(itertools.islice(rows, 20_000)):
+        con.executemany(sql, chunk)
     con.executemany(
-        "INSERT INTO xdeps_relay_events (received_at, event_id, type, dag_id, run_id, door, outcome) VALUES (?,?,?,?,?,?,?)",
-        [
-            (now - j, f"ev{j}", "dag_run.success", f"dag_{j % 20}", f"run{j}", "listener", outcome)
-            for j in range(journal)
-        ],
+        f"INSERT INTO xdeps_relay_events ({JOURNAL_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+        journal_rows(journal, now),
     )
     con.commit()
     con.close()
+    return time.perf_counter() - started
+
+
+def build_pg(url: str, delivered: int, pending: int, dead: int, journal: int) -> float:
+    """Fill the (empty) PostgreSQL database at ``url`` the same way, with ``COPY``; return the seconds."""
+    import csv
+    import io
+
+    import sqlalchemy as sa
+
+    started = time.perf_counter()
+    _create_schema(url)
+    now = time.time()
+    engine = sa.create_engine(url)
+    try:
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            for table, columns, rows in (
+                ("xdeps_outbox", COLUMNS, outbox_rows(delivered, pending, dead, now)),
+                ("xdeps_relay_events", JOURNAL_COLUMNS, iter(journal_rows(journal, now))),
+            ):
+                while chunk := list(itertools.islice(rows, 50_000)):
+                    buf = io.StringIO()
+                    csv.writer(buf).writerows(chunk)  # None -> empty field -> NULL in CSV COPY
+                    buf.seek(0)
+                    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", buf)
+            raw.commit()
+            cur.execute("ANALYZE xdeps_outbox")
+            raw.commit()
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
     return time.perf_counter() - started
 
 

@@ -27,6 +27,7 @@ SMOKES = {
     "relay_ingest": "smoke ok",
     "footprint": "smoke ok",
     "ui_page": "smoke ok",
+    "status": "smoke ok",
     "soak": "RESULT: PASS",
 }
 # Benchmarks with a --smoke that CI does not run, and why.
