@@ -27,6 +27,7 @@ or slow outbox must not stall the event loop of the api-server the relay is moun
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -176,7 +177,9 @@ class _RuntimeHolder:
 
     def _build(self) -> RelayRuntime:
         try:
-            return self._load()
+            runtime = self._load()
+            _freeze_heap()
+            return runtime
         except DB_ERRORS as exc:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
             raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
@@ -189,6 +192,19 @@ class _RuntimeHolder:
             raise RelayUnavailable(
                 f"relay misconfigured: {_one_line(exc)}", retry_after=RETRY_AFTER_MISCONFIGURED
             ) from exc
+
+
+def _freeze_heap() -> None:
+    """Move every object alive now (the loaded server: Airflow, SQLAlchemy, FastAPI, the rules)
+    out of the garbage collector's sight, once, when the runtime is built.
+
+    Each request allocates enough for a full (generation 2) collection several times a second
+    under load, and walking the whole loaded heap stopped the event loop for 55 to 90 ms each time:
+    every request in flight waited (the relay's p99 at 16 connections). What is frozen is
+    long-lived anyway; the objects of requests stay collectable.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -248,7 +264,9 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         body = await _read_body(request, source.name, rt.config.max_body_bytes)
         try:
             # Env-var secrets are read in the loop; only a connection lookup may block (a thread).
-            source_secrets = await run_in_threadpool(secrets, source) if source.secrets_conn else secrets(source)
+            source_secrets = (
+                await run_in_threadpool(secrets, source) if source.secrets_conn else secrets(source)
+            )
         except ConfigError as exc:
             raise _misconfigured(source, exc) from exc
         webhook_id = _authenticate(source, request.headers, body, source_secrets)
@@ -359,4 +377,3 @@ def _misconfigured(source: Source, exc: ConfigError) -> Problem:
     """A source whose secret cannot be used: a 503 for the caller, the reason in the log only."""
     log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
     return Problem.unavailable(RETRY_AFTER_MISCONFIGURED, source=source.name)
-
