@@ -251,8 +251,8 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         metrics.request(problem.source, problem.kind.status)
         return problem_response(problem)
 
-    @app.post("/events/{source_name}", status_code=202)
-    async def post_event(source_name: str, request: Request):
+    async def post_event(request: Request) -> JSONResponse:
+        source_name = request.path_params["source_name"]
         try:
             rt = await runtime()
         except RelayUnavailable as exc:
@@ -293,6 +293,10 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
             },
             status_code=202,
         )
+
+    # A plain Starlette route: FastAPI's parameter resolution and validation cost about a tenth of
+    # the request's CPU, and the endpoint reads its one path parameter and the raw body itself.
+    app.router.add_route("/events/{source_name}", post_event, methods=["POST"])
 
     @app.get("/health")
     def health(request: Request):
