@@ -134,8 +134,9 @@ class _RuntimeHolder:
     /metrics): event requests poll from the event loop while ``building``.
     """
 
-    def __init__(self, load: Callable[[], RelayRuntime]) -> None:
+    def __init__(self, load: Callable[[], RelayRuntime], *, freeze_heap: bool = False) -> None:
         self._load = load
+        self._freeze_heap = freeze_heap
         self._lock = threading.Lock()  # acquired and released in the same worker thread
         self.current: RelayRuntime | None = None
 
@@ -178,7 +179,8 @@ class _RuntimeHolder:
     def _build(self) -> RelayRuntime:
         try:
             runtime = self._load()
-            _freeze_heap()
+            if self._freeze_heap:
+                _freeze_heap()
             return runtime
         except DB_ERRORS as exc:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
@@ -211,16 +213,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500] or type(exc).__name__
 
 
-def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = False) -> FastAPI:
+def create_app(
+    load: Callable[[], RelayRuntime], *, open_monitoring: bool = False, freeze_heap: bool = False
+) -> FastAPI:
     """The relay app. ``load`` builds the runtime on the first request (and again after a failure).
 
     ``open_monitoring``: ``/metrics`` and the details of ``/health`` need no token when
     ``[astro_xdeps] relay_metrics_token`` is unset. Only for a server that listens on loopback.
+    ``freeze_heap``: once the runtime is built, freeze the process's heap (:func:`_freeze_heap`).
+    Only for a process that is the relay alone (``relay serve``): it is a process-wide setting
+    (``gc.get_referrers`` no longer sees frozen objects), not one for the api-server a mounted
+    relay shares.
     """
     app = FastAPI(title="astro-xdeps relay", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
     secrets = SecretResolver()
-    holder = _RuntimeHolder(load)
+    holder = _RuntimeHolder(load, freeze_heap=freeze_heap)
 
     async def runtime() -> RelayRuntime:
         rt = holder.current
