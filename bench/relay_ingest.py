@@ -137,7 +137,8 @@ def relay_app(outbox_path: str, rules_path: str) -> Any:
     config = load_config(rules_path)
     engine = RelayEngine(config, Outbox.sqlite(outbox_path))
     runtime = RelayRuntime(engine=engine, on_enqueue=None)
-    return create_app(lambda: runtime, open_monitoring=True)  # loopback, as `relay serve` there
+    # Loopback and a process of its own, as `relay serve` there.
+    return create_app(lambda: runtime, open_monitoring=True, freeze_heap=True)
 
 
 def bare_app() -> Any:

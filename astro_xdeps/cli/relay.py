@@ -99,7 +99,7 @@ def run_serve(path: str, host: str, port: int) -> int:
     runtime.ensure_worker()  # deliver what the relay enqueues (and what was left before)
     runtime.ensure_deadline_clock(rt.engine)  # deadline rules: decide missed deadlines
     # Monitoring without a token only where no one else can reach it (see README: /metrics).
-    app = create_app(lambda: rt, open_monitoring=_is_loopback(host))
+    app = create_app(lambda: rt, open_monitoring=_is_loopback(host), freeze_heap=True)
     sys.stderr.write(
         f"astro-xdeps relay: POST http://{host}:{port}/events/<source>  ({len(rt.config.rules)} rules)\n"
     )

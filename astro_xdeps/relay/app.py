@@ -27,6 +27,7 @@ or slow outbox must not stall the event loop of the api-server the relay is moun
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -133,8 +134,9 @@ class _RuntimeHolder:
     /metrics): event requests poll from the event loop while ``building``.
     """
 
-    def __init__(self, load: Callable[[], RelayRuntime]) -> None:
+    def __init__(self, load: Callable[[], RelayRuntime], *, freeze_heap: bool = False) -> None:
         self._load = load
+        self._freeze_heap = freeze_heap
         self._lock = threading.Lock()  # acquired and released in the same worker thread
         self.current: RelayRuntime | None = None
 
@@ -176,7 +178,10 @@ class _RuntimeHolder:
 
     def _build(self) -> RelayRuntime:
         try:
-            return self._load()
+            runtime = self._load()
+            if self._freeze_heap:
+                _freeze_heap()
+            return runtime
         except DB_ERRORS as exc:
             log.error("The relay cannot open its outbox; answering 503 until it can: %s", _one_line(exc))
             raise RelayUnavailable(f"outbox unavailable: {_one_line(exc)}") from exc
@@ -191,20 +196,39 @@ class _RuntimeHolder:
             ) from exc
 
 
+def _freeze_heap() -> None:
+    """Move every object alive now (the loaded server: Airflow, SQLAlchemy, FastAPI, the rules)
+    out of the garbage collector's sight, once, when the runtime is built.
+
+    Each request allocates enough for a full (generation 2) collection several times a second
+    under load, and walking the whole loaded heap stopped the event loop for 55 to 90 ms each time:
+    every request in flight waited (the relay's p99 at 16 connections). What is frozen is
+    long-lived anyway; the objects of requests stay collectable.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500] or type(exc).__name__
 
 
-def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = False) -> FastAPI:
+def create_app(
+    load: Callable[[], RelayRuntime], *, open_monitoring: bool = False, freeze_heap: bool = False
+) -> FastAPI:
     """The relay app. ``load`` builds the runtime on the first request (and again after a failure).
 
     ``open_monitoring``: ``/metrics`` and the details of ``/health`` need no token when
     ``[astro_xdeps] relay_metrics_token`` is unset. Only for a server that listens on loopback.
+    ``freeze_heap``: once the runtime is built, freeze the process's heap (:func:`_freeze_heap`).
+    Only for a process that is the relay alone (``relay serve``): it is a process-wide setting
+    (``gc.get_referrers`` no longer sees frozen objects), not one for the api-server a mounted
+    relay shares.
     """
     app = FastAPI(title="astro-xdeps relay", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
     secrets = SecretResolver()
-    holder = _RuntimeHolder(load)
+    holder = _RuntimeHolder(load, freeze_heap=freeze_heap)
 
     async def runtime() -> RelayRuntime:
         rt = holder.current
@@ -235,8 +259,8 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         metrics.request(problem.source, problem.kind.status)
         return problem_response(problem)
 
-    @app.post("/events/{source_name}", status_code=202)
-    async def post_event(source_name: str, request: Request):
+    async def post_event(request: Request) -> JSONResponse:
+        source_name = request.path_params["source_name"]
         try:
             rt = await runtime()
         except RelayUnavailable as exc:
@@ -248,7 +272,9 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
         body = await _read_body(request, source.name, rt.config.max_body_bytes)
         try:
             # Env-var secrets are read in the loop; only a connection lookup may block (a thread).
-            source_secrets = await run_in_threadpool(secrets, source) if source.secrets_conn else secrets(source)
+            source_secrets = (
+                await run_in_threadpool(secrets, source) if source.secrets_conn else secrets(source)
+            )
         except ConfigError as exc:
             raise _misconfigured(source, exc) from exc
         webhook_id = _authenticate(source, request.headers, body, source_secrets)
@@ -275,6 +301,10 @@ def create_app(load: Callable[[], RelayRuntime], *, open_monitoring: bool = Fals
             },
             status_code=202,
         )
+
+    # A plain Starlette route: FastAPI's parameter resolution and validation cost about a tenth of
+    # the request's CPU, and the endpoint reads its one path parameter and the raw body itself.
+    app.router.add_route("/events/{source_name}", post_event, methods=["POST"])
 
     @app.get("/health")
     def health(request: Request):
@@ -359,4 +389,3 @@ def _misconfigured(source: Source, exc: ConfigError) -> Problem:
     """A source whose secret cannot be used: a 503 for the caller, the reason in the log only."""
     log.error("Relay source %s is misconfigured; answering 503: %s", source.name, exc)
     return Problem.unavailable(RETRY_AFTER_MISCONFIGURED, source=source.name)
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,57 @@ def test_an_asyncio_caller_awaits_the_commit(tmp_path: Path) -> None:
         asyncio.run(outbox.write_async("fail", lambda c: c.exec_driver_sql("SELECT * FROM nowhere")))
     assert len(outbox.list_items()) == 20
     outbox.close()
+
+
+def test_what_a_loop_hands_over_in_one_turn_commits_once_on_the_loop_and_a_failure_is_its_own(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox.sqlite(tmp_path / "o.db")
+    commits: list[str] = []
+    sa.event.listen(
+        outbox.write_engine, "commit", lambda conn: commits.append(threading.current_thread().name)
+    )
+
+    async def main() -> list:
+        writes = [
+            outbox.write_async(
+                "enqueue", lambda c, i=i: outbox.enqueue([NewItem(ASSET_EVENT, "t", {}, f"b{i}")])
+            )
+            for i in range(10)
+        ]
+        writes.insert(5, outbox.write_async("fail", lambda c: c.exec_driver_sql("SELECT * FROM nowhere")))
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results.pop(5), OutboxError)
+    assert [r[0].created for r in results] == [True] * 10
+    assert commits == [threading.main_thread().name]  # one COMMIT, on the loop's thread
+    assert sorted(i.idempotency_key for i in outbox.list_items()) == sorted(f"b{i}" for i in range(10))
+    outbox.close()
+
+
+def test_a_loop_writer_leaves_wal_checkpoints_to_its_own_thread(tmp_path: Path, monkeypatch) -> None:
+    """The write connection no longer checkpoints inside its COMMITs; the thread keeps the WAL short."""
+    from astro_xdeps.outbox import writer
+
+    monkeypatch.setattr(writer, "CHECKPOINT_SECONDS", 0.01)
+    outbox = Outbox.sqlite(tmp_path / "o.db")
+    payload = {"blob": "x" * 16_000}  # four pages and more per item
+
+    async def write(i: int) -> None:
+        await outbox.write_async(
+            "enqueue", lambda c: outbox.enqueue([NewItem(ASSET_EVENT, "t", payload, f"c{i}")])
+        )
+
+    asyncio.run(write(0))
+    raw = outbox.db.writer._conn.connection.driver_connection
+    assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(1, 50):  # some 600 WAL frames
+        asyncio.run(write(i))
+    time.sleep(0.5)  # the thread copies them into the database file meanwhile
+    asyncio.run(write(50))  # so this write starts the WAL over
+    with outbox.engine.connect() as conn:
+        _busy, frames, _copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert frames < 100
+    outbox.close()
+    assert not any(t.name == "xdeps-outbox-checkpoint" for t in threading.enumerate())
