@@ -44,6 +44,14 @@ _BEGIN_NESTED = "SAVEPOINT xdeps_op"
 _ROLLBACK_NESTED = "ROLLBACK TO xdeps_op"
 _END_NESTED = "RELEASE xdeps_op"
 
+# WAL checkpoints (copying the log back into the database file, with an fsync) run on a thread of
+# their own after every CHECKPOINT_EVERY commits, not inside a caller's COMMIT: SQLite's automatic
+# checkpoint (every 1,000 pages) made one commit in ~120 of the listener's enqueue take several ms.
+# The write connection still checkpoints by itself past SAFETY_CHECKPOINT_PAGES (~40 MB of log),
+# so the log stays bounded if the checkpoint thread falls behind.
+CHECKPOINT_EVERY = 100
+SAFETY_CHECKPOINT_PAGES = 10_000
+
 
 class _Request:
     __slots__ = ("error", "finished", "future", "loop", "op", "result")
@@ -89,6 +97,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._conn: sa.Connection | None = None
         self._closed = False
+        self._commits = 0  # since the last checkpoint was asked for
+        self._checkpoint_due = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     def close(self) -> None:
         """Let queued writes finish, stop the background thread and close the connection."""
@@ -102,6 +113,10 @@ class Writer:
             while self._leader is not None:
                 self._cond.wait(30)
             conn, self._conn = self._conn, None
+            checkpointer = self._checkpointer
+        self._checkpoint_due.set()
+        if checkpointer is not None and checkpointer is not threading.current_thread():
+            checkpointer.join(timeout=30)
         if conn is not None:
             conn.close()
 
@@ -160,7 +175,7 @@ class Writer:
         """
         try:
             if self._conn is None:
-                self._conn = self._engine.connect()
+                self._conn = self._connect()
             raw = self._conn.connection.driver_connection
             patience = raw.execute("PRAGMA busy_timeout").fetchone()[0]
             raw.execute("PRAGMA busy_timeout = 0")
@@ -207,7 +222,7 @@ class Writer:
         """Commit ``batch`` in one transaction, then wake its callers and hand over the lead."""
         try:
             if self._conn is None:
-                self._conn = self._engine.connect()
+                self._conn = self._connect()
             conn = self._conn
             if not begun:
                 conn.begin()
@@ -225,6 +240,7 @@ class Writer:
                         request.error = exc
             if conn.in_transaction():
                 conn.commit()
+                self._count_commit()
         except BaseException as exc:  # BEGIN or COMMIT failed: every caller gets it
             for request in batch:
                 if request.error is None:
@@ -240,6 +256,51 @@ class Writer:
                 request.finished = True
             self._leader = None
             self._cond.notify_all()
+
+    def _connect(self) -> sa.Connection:
+        """The write connection, checkpointing by itself only as a safety net (see CHECKPOINT_EVERY)."""
+        conn = self._engine.connect()
+        conn.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_CHECKPOINT_PAGES}")
+        return conn
+
+    def _count_commit(self) -> None:
+        """Every CHECKPOINT_EVERY commits, wake the checkpoint thread (started on first need)."""
+        self._commits += 1  # only the leader commits: no lock needed
+        if self._commits < CHECKPOINT_EVERY:
+            return
+        self._commits = 0
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="xdeps-outbox-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+        self._checkpoint_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database on a connection of its own, off every caller's path.
+
+        PASSIVE never waits for readers or writers (they keep going meanwhile); whatever it could
+        not copy this time is copied next time, or by the write connection's safety net.
+        """
+        raw = None
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._closed:
+                    return
+                try:
+                    if raw is None:
+                        raw = self._engine.raw_connection()
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:  # not fatal: the safety net checkpoints eventually
+                    log.debug("Outbox WAL checkpoint failed: %s", exc)
+                    if raw is not None:
+                        raw.invalidate()
+                        raw = None
+        finally:
+            if raw is not None:
+                raw.close()
 
     def _discard_connection(self) -> None:
         """After a failed BEGIN or COMMIT: roll back and start the next batch on a new connection."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox, OutboxError
+from astro_xdeps.outbox import writer as writer_module
 
 
 def test_writes_that_arrive_together_commit_in_one_transaction_and_a_failure_is_its_callers_own(
@@ -81,3 +83,31 @@ def test_an_asyncio_caller_awaits_the_commit(tmp_path: Path) -> None:
         asyncio.run(outbox.write_async("fail", lambda c: c.exec_driver_sql("SELECT * FROM nowhere")))
     assert len(outbox.list_items()) == 20
     outbox.close()
+
+
+def test_wal_checkpoints_run_on_their_own_thread_not_in_a_callers_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint (an fsync inside some caller's COMMIT) is pushed back to a
+    safety net; the writer's own thread copies the log into the database every few commits."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "o.db"
+    outbox = Outbox.sqlite(path)
+    try:
+        pages = outbox.write("read the pragma", lambda c: c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
+        assert pages == writer_module.SAFETY_CHECKPOINT_PAGES
+        size_before = path.stat().st_size
+        big = {"blob": "x" * 50_000}
+        for i in range(4):
+            outbox.enqueue([NewItem(ASSET_EVENT, "t", big, f"k{i}")])
+        assert path.stat().st_size == size_before  # 4 commits: everything still in the log
+        outbox.enqueue([NewItem(ASSET_EVENT, "t", big, "k4")])
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < size_before + 5 * 50_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size >= size_before + 5 * 50_000  # copied into the database file
+        checkpointers = [t.name for t in threading.enumerate() if t.name == "xdeps-outbox-checkpoint"]
+        assert checkpointers == ["xdeps-outbox-checkpoint"]
+    finally:
+        outbox.close()
+    assert not [t for t in threading.enumerate() if t.name == "xdeps-outbox-checkpoint"]
