@@ -94,7 +94,9 @@ def test_wal_checkpoints_run_on_their_own_thread_not_in_a_callers_commit(
     path = tmp_path / "o.db"
     outbox = Outbox.sqlite(path)
     try:
-        pages = outbox.write("read the pragma", lambda c: c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
+        pages = outbox.write(
+            "read the pragma", lambda c: c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        )
         assert pages == writer_module.SAFETY_CHECKPOINT_PAGES
         size_before = path.stat().st_size
         big = {"blob": "x" * 50_000}
