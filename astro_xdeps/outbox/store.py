@@ -416,6 +416,7 @@ class Outbox:
         now = time.time()
         rows = [_outcome_params(o, owner, now) for o in outcomes]  # checked before writing
         statements = self._finish_statements
+
         def op(conn: sa.Connection) -> set[int]:
             # Which leases are still the owner's: the rows are locked (PostgreSQL: FOR UPDATE;
             # SQLite: the write lock), so the updates below change exactly these.
@@ -618,4 +619,3 @@ def _outcome_params(o: Outcome, owner: str, now: float) -> dict[str, Any]:
     else:
         raise ValueError(f"Outcome of item {o.item_id}: unknown state {o.state!r}")
     return params
-

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,7 +43,14 @@ T = TypeVar("T")
 _BEGIN_NESTED = "SAVEPOINT xdeps_op"
 _ROLLBACK_NESTED = "ROLLBACK TO xdeps_op"
 _END_NESTED = "RELEASE xdeps_op"
-CHECKPOINT_SECONDS = 0.5
+
+# WAL checkpoints (copying the log back into the database file, with an fsync) run on a thread of
+# their own after every CHECKPOINT_EVERY commits, not inside a caller's COMMIT: SQLite's automatic
+# checkpoint (every 1,000 pages) made one commit in ~120 of the listener's enqueue take several ms.
+# The write connection still checkpoints by itself past SAFETY_CHECKPOINT_PAGES (~40 MB of log),
+# so the log stays bounded if the checkpoint thread falls behind.
+CHECKPOINT_EVERY = 100
+SAFETY_CHECKPOINT_PAGES = 10_000
 
 
 class _Request:
@@ -77,8 +83,8 @@ class Writer:
     and are committed by the next leader. asyncio callers never wait on their loop: the ops a
     loop hands over in one turn commit together there, at the end of that turn, when nobody
     writes and SQLite's lock is free this instant; otherwise a background thread, started on
-    their first such write, leads for them. Where a loop commits, WAL checkpoints run on a
-    thread of their own (:meth:`_checkpoints`).
+    their first such write, leads for them. WAL checkpoints run on a thread of their own
+    (:meth:`_checkpoint_loop`), never inside a caller's COMMIT.
     """
 
     def __init__(self, write_engine: sa.Engine) -> None:
@@ -93,10 +99,11 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._conn: sa.Connection | None = None
         self._closed = False
-        # Async path: the write connection's busy_timeout (None: not read yet on this connection,
-        # which then still checkpoints on its own), commits so far, the checkpoint thread.
+        # Async path: the write connection's busy_timeout (None: not read yet on this connection).
         self._patience: int | None = None
+        # WAL checkpoints: commits since the last one was asked for, and the thread that runs them.
         self._commits = 0
+        self._checkpoint_due = threading.Event()
         self._checkpointer: threading.Thread | None = None
         # Ops of asyncio callers waiting for their loop's next turn (_flush_loop), per loop.
         self._loop_batches: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
@@ -107,6 +114,7 @@ class Writer:
             self._closed = True
             self._cond.notify_all()
             threads = [t for t in (self._thread, self._checkpointer) if t is not None]
+        self._checkpoint_due.set()  # the checkpoint thread sees _closed and ends
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=30)
@@ -188,16 +196,13 @@ class Writer:
 
         False when another process holds it (or the connection cannot be opened): the caller
         then hands its op to the background leader, which waits and reports errors as usual.
-        The first time on a connection, its WAL checkpoints move off the loop (:meth:`_checkpoints`).
         """
         try:
             if self._conn is None:
-                self._conn = self._engine.connect()
+                self._conn = self._connect()
             raw = self._conn.connection.driver_connection
             if self._patience is None:
                 self._patience = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
-                raw.execute("PRAGMA wal_autocheckpoint = 0")
-                self._start_checkpoints()
             raw.execute("PRAGMA busy_timeout = 0")
             try:
                 self._conn.begin()
@@ -208,44 +213,6 @@ class Writer:
             log.debug("Outbox write lock not free at once (%s); handing the write to the writer thread", exc)
             self._discard_connection()
             return False
-
-    def _start_checkpoints(self) -> None:
-        with self._cond:
-            if self._checkpointer is None and not self._closed:
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoints, name="xdeps-outbox-checkpoint", daemon=True
-                )
-                self._checkpointer.start()
-
-    def _checkpoints(self) -> None:
-        """Copy the WAL into the database file every :data:`CHECKPOINT_SECONDS` after writes.
-
-        SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages, with
-        its fsyncs, and that COMMIT ran on the relay's event loop: every request in flight
-        waited (the relay's p99 at 16 connections). The write connection turns it off once it
-        commits on a loop; this thread checkpoints PASSIVE on a connection of its own instead
-        (never waits for the write lock nor blocks a writer; the GIL is free while it works).
-        """
-        seen = -1
-        while True:
-            deadline = time.monotonic() + CHECKPOINT_SECONDS
-            with self._cond:
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)  # also woken by every write: wait out the rest
-                if self._closed:
-                    return
-                commits = self._commits
-            if commits == seen:
-                continue
-            seen = commits
-            try:
-                raw = self._engine.raw_connection()
-                try:
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    raw.close()
-            except Exception as exc:  # the next round tries again; writers are unaffected
-                log.debug("Outbox WAL checkpoint failed: %s", exc)
 
     def _put(self, requests: list[_Request], *, background: bool = False) -> None:
         with self._cond:
@@ -280,7 +247,7 @@ class Writer:
         """Commit ``batch`` in one transaction, then wake its callers and hand over the lead."""
         try:
             if self._conn is None:
-                self._conn = self._engine.connect()
+                self._conn = self._connect()
             conn = self._conn
             if not begun:
                 conn.begin()
@@ -298,7 +265,7 @@ class Writer:
                         request.error = exc
             if conn.in_transaction():
                 conn.commit()
-                self._commits += 1  # read by the checkpoint thread
+                self._count_commit()
         except BaseException as exc:  # BEGIN or COMMIT failed: every caller gets it
             for request in batch:
                 if request.error is None:
@@ -314,6 +281,51 @@ class Writer:
                 request.finished = True
             self._leader = None
             self._cond.notify_all()
+
+    def _connect(self) -> sa.Connection:
+        """The write connection, checkpointing by itself only as a safety net (see CHECKPOINT_EVERY)."""
+        conn = self._engine.connect()
+        conn.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_CHECKPOINT_PAGES}")
+        return conn
+
+    def _count_commit(self) -> None:
+        """Every CHECKPOINT_EVERY commits, wake the checkpoint thread (started on first need)."""
+        self._commits += 1  # only the leader commits: no lock needed
+        if self._commits < CHECKPOINT_EVERY:
+            return
+        self._commits = 0
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="xdeps-outbox-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+        self._checkpoint_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL into the database on a connection of its own, off every caller's path.
+
+        PASSIVE never waits for readers or writers (they keep going meanwhile); whatever it could
+        not copy this time is copied next time, or by the write connection's safety net.
+        """
+        raw = None
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._closed:
+                    return
+                try:
+                    if raw is None:
+                        raw = self._engine.raw_connection()
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:  # not fatal: the safety net checkpoints eventually
+                    log.debug("Outbox WAL checkpoint failed: %s", exc)
+                    if raw is not None:
+                        raw.invalidate()
+                        raw = None
+        finally:
+            if raw is not None:
+                raw.close()
 
     def _discard_connection(self) -> None:
         """After a failed BEGIN or COMMIT: roll back and start the next batch on a new connection."""

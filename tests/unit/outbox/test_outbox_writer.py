@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox, OutboxError
+from astro_xdeps.outbox import writer as writer_module
 
 
 def test_writes_that_arrive_together_commit_in_one_transaction_and_a_failure_is_its_callers_own(
@@ -111,11 +112,11 @@ def test_what_a_loop_hands_over_in_one_turn_commits_once_on_the_loop_and_a_failu
     outbox.close()
 
 
-def test_a_loop_writer_leaves_wal_checkpoints_to_its_own_thread(tmp_path: Path, monkeypatch) -> None:
-    """The write connection no longer checkpoints inside its COMMITs; the thread keeps the WAL short."""
+def test_a_loop_writers_commits_count_towards_the_checkpoint_thread(tmp_path: Path, monkeypatch) -> None:
+    """Commits made on an event loop wake the checkpoint thread too: the WAL stays short."""
     from astro_xdeps.outbox import writer
 
-    monkeypatch.setattr(writer, "CHECKPOINT_SECONDS", 0.01)
+    monkeypatch.setattr(writer, "CHECKPOINT_EVERY", 5)
     outbox = Outbox.sqlite(tmp_path / "o.db")
     payload = {"blob": "x" * 16_000}  # four pages and more per item
 
@@ -125,8 +126,6 @@ def test_a_loop_writer_leaves_wal_checkpoints_to_its_own_thread(tmp_path: Path, 
         )
 
     asyncio.run(write(0))
-    raw = outbox.db.writer._conn.connection.driver_connection
-    assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     for i in range(1, 50):  # some 600 WAL frames
         asyncio.run(write(i))
     time.sleep(0.5)  # the thread copies them into the database file meanwhile
@@ -136,3 +135,32 @@ def test_a_loop_writer_leaves_wal_checkpoints_to_its_own_thread(tmp_path: Path, 
     assert frames < 100
     outbox.close()
     assert not any(t.name == "xdeps-outbox-checkpoint" for t in threading.enumerate())
+
+
+def test_wal_checkpoints_run_on_their_own_thread_not_in_a_callers_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint (an fsync inside some caller's COMMIT) is pushed back to a
+    safety net; the writer's own thread copies the log into the database every few commits."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "o.db"
+    outbox = Outbox.sqlite(path)
+    try:
+        pages = outbox.write(
+            "read the pragma", lambda c: c.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        )
+        assert pages == writer_module.SAFETY_CHECKPOINT_PAGES
+        size_before = path.stat().st_size
+        big = {"blob": "x" * 50_000}
+        for i in range(5):  # with the pragma's write: at least 5 commits, so a checkpoint is due
+            outbox.enqueue([NewItem(ASSET_EVENT, "t", big, f"k{i}")])
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < size_before + 4 * 50_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Copied into the database file (without the thread it stays in the log: 10,000 pages).
+        assert path.stat().st_size >= size_before + 4 * 50_000
+        checkpointers = [t.name for t in threading.enumerate() if t.name == "xdeps-outbox-checkpoint"]
+        assert checkpointers == ["xdeps-outbox-checkpoint"]
+    finally:
+        outbox.close()
+    assert not [t for t in threading.enumerate() if t.name == "xdeps-outbox-checkpoint"]
