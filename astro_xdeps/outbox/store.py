@@ -99,7 +99,7 @@ class Outbox:
         self._dialect = self._db.dialect
         self._metadata = sa.MetaData()
         self._table = outbox_table(self._metadata, table_prefix)
-        self._counts = status_module.counts_table(self._metadata, self._table)
+        self._counts = status_module.counts_table(self._metadata, self._table, self._dialect)
         self._prepare_statements()
         try:
             with self._errors("open"):
@@ -399,7 +399,10 @@ class Outbox:
             n = self.write("purge_delivered", purge)
             total += n
             if n < PURGE_BATCH:
-                return total
+                break
+        if self._dialect == "postgresql":
+            self.write("purge_delivered", lambda conn: status_module.fold(conn, self._counts))
+        return total
 
     # -- outcomes of a batch, in one write transaction ------------------------------------------
 
