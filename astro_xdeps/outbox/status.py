@@ -120,6 +120,9 @@ def upgrade(conn: sa.Connection, table: sa.Table, counts: sa.Table) -> None:
     writers meanwhile, and an advisory lock so that processes opening together take turns).
     """
     postgres = conn.dialect.name == "postgresql"
+    if postgres and _pg_up_to_date(conn, table, counts):
+        fold(conn, counts)
+        return
     if postgres:
         conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": f"upgrade {table.name}"}
@@ -180,6 +183,25 @@ def upgrade(conn: sa.Connection, table: sa.Table, counts: sa.Table) -> None:
             ),
         )
     )
+
+
+def _pg_up_to_date(conn: sa.Connection, table: sa.Table, counts: sa.Table) -> bool:
+    """Whether the column, indexes, counts table and triggers are all there: one catalog query, so
+    that opening an up-to-date outbox (every ``astro-xdeps`` command) stays cheap and lock-free."""
+    q = conn.dialect.identifier_preparer.quote
+    relations = [counts.name, *(i.name for i in status_indexes(table.name))]
+    triggers = [f"{table.name}_count_{op}" for op in ("insert", "update", "delete")]
+    checks = [
+        "EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
+        "AND attname = 'retried_at' AND NOT attisdropped)",
+        *(f"to_regclass(:r{i}) IS NOT NULL" for i in range(len(relations))),
+        "(SELECT count(*) FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) "
+        f"AND tgname IN ({', '.join(f':g{i}' for i in range(len(triggers)))})) = {len(triggers)}",
+    ]
+    params = {"t": q(table.name)}
+    params.update({f"r{i}": q(name) for i, name in enumerate(relations)})
+    params.update({f"g{i}": name for i, name in enumerate(triggers)})
+    return bool(conn.execute(sa.text(f"SELECT {' AND '.join(checks)}"), params).scalar())
 
 
 def fold(conn: sa.Connection, counts: sa.Table) -> None:
