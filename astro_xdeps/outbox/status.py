@@ -230,57 +230,59 @@ ON CONFLICT (target, kind, state, backend) DO UPDATE SET n = c.n + EXCLUDED.n"""
 
 
 def status(conn: sa.Connection, t: sa.Table, counts: sa.Table, now: float | None = None) -> list[StatusRow]:
-    """One row per (target, kind, state) with counts and the latest error, sorted by those keys."""
+    """One row per (target, kind, state) with counts and the latest error, sorted by those keys.
+
+    One statement: the groups from the counts table, each column a correlated seek in an index
+    (one round trip, not a few per group).
+    """
     now = time.time() if now is None else now
     n = sa.func.sum(counts.c.n) if "backend" in counts.c else counts.c.n
-    group = (counts.c.target, counts.c.kind, counts.c.state)
-    query = sa.select(*group, n.label("n")).order_by(*group)
-    query = query.group_by(*group).having(n > 0) if "backend" in counts.c else query.where(n > 0)
-    groups = conn.execute(query).all()
-    target, kind, state = sa.bindparam("target"), sa.bindparam("kind"), sa.bindparam("state")
+    key = (counts.c.target, counts.c.kind, counts.c.state)
+    g = sa.select(*key, n.label("n"))
+    g = (g.group_by(*key).having(n > 0) if "backend" in counts.c else g.where(n > 0)).subquery("g")
     # A literal 'pending' (not a bound parameter) lets SQLite use the partial indexes.
-    pending = (t.c.target == target, t.c.kind == kind, t.c.state == sa.literal_column("'pending'"))
-    in_group = (t.c.target == target, t.c.kind == kind, t.c.state == state)
-    oldest = sa.select(sa.func.min(t.c.created_at)).where(*in_group)
-    latest_error = (
-        sa.select(t.c.last_error, t.c.updated_at)
-        .where(*in_group, t.c.last_error.is_not(None))
-        .order_by(t.c.updated_at.desc(), t.c.id.desc())
-        .limit(1)
-    )
-    first_due = sa.select(sa.func.min(t.c.next_attempt_at)).where(*pending)
-    due_by_time = sa.select(sa.func.count()).where(*pending, t.c.next_attempt_at <= now)
+    pending = (t.c.target == g.c.target, t.c.kind == g.c.kind, t.c.state == sa.literal_column("'pending'"))
+    in_group = (t.c.target == g.c.target, t.c.kind == g.c.kind, t.c.state == g.c.state)
+
+    def latest_error(column: sa.Column) -> sa.ScalarSelect:
+        return (
+            sa.select(column)
+            .where(*in_group, t.c.last_error.is_not(None))
+            .order_by(t.c.updated_at.desc(), t.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    def if_pending(column: sa.ColumnElement, *where: sa.ColumnElement[bool]) -> sa.ColumnElement:
+        return sa.case((g.c.state == PENDING, sa.select(column).where(*pending, *where).scalar_subquery()))
+
     # Live leases; those among them whose next_attempt_at has passed are not due (normally none:
     # claim and renew move next_attempt_at to the lease's end).
-    live = sa.select(sa.func.count(), sa.func.sum(sa.case((t.c.next_attempt_at <= now, 1), else_=0))).where(
-        *pending, t.c.lease_until > now
-    )
-    rows = []
-    for g in groups:
-        key = {"target": g.target, "kind": g.kind, "state": g.state}
-        error = conn.execute(latest_error, key).first()
-        in_flight = due = 0
-        next_attempt_at = None
-        if g.state == PENDING:
-            where = {"target": g.target, "kind": g.kind}
-            in_flight, live_due = conn.execute(live, where).one()
-            in_flight, due = (
-                int(in_flight or 0),
-                conn.execute(due_by_time, where).scalar_one() - int(live_due or 0),
-            )
-            next_attempt_at = conn.execute(first_due, where).scalar()
-        rows.append(
-            StatusRow(
-                target=g.target,
-                kind=g.kind,
-                state=g.state,
-                count=int(g.n),
-                oldest_created_at=float(conn.execute(oldest, key).scalar_one()),
-                in_flight=in_flight,
-                due=due,
-                next_attempt_at=None if next_attempt_at is None else float(next_attempt_at),
-                last_error=error.last_error if error else None,
-                last_error_at=error.updated_at if error else None,
-            )
+    query = sa.select(
+        g.c.target,
+        g.c.kind,
+        g.c.state,
+        g.c.n,
+        sa.select(sa.func.min(t.c.created_at)).where(*in_group).scalar_subquery().label("oldest"),
+        if_pending(sa.func.count(), t.c.lease_until > now).label("in_flight"),
+        if_pending(sa.func.count(), t.c.next_attempt_at <= now).label("due_by_time"),
+        if_pending(sa.func.count(), t.c.lease_until > now, t.c.next_attempt_at <= now).label("live_due"),
+        if_pending(sa.func.min(t.c.next_attempt_at)).label("next_attempt_at"),
+        latest_error(t.c.last_error).label("last_error"),
+        latest_error(t.c.updated_at).label("last_error_at"),
+    ).order_by(g.c.target, g.c.kind, g.c.state)
+    return [
+        StatusRow(
+            target=r.target,
+            kind=r.kind,
+            state=r.state,
+            count=int(r.n),
+            oldest_created_at=float(r.oldest),
+            in_flight=int(r.in_flight or 0),
+            due=int(r.due_by_time or 0) - int(r.live_due or 0),
+            next_attempt_at=None if r.next_attempt_at is None else float(r.next_attempt_at),
+            last_error=r.last_error,
+            last_error_at=r.last_error_at,
         )
-    return rows
+        for r in conn.execute(query)
+    ]
