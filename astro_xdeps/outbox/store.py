@@ -375,7 +375,8 @@ class Outbox:
         """Delete items delivered more than ``older_than_seconds`` ago; return how many.
 
         Deletes in batches, each its own short write, so a large purge never holds the SQLite
-        write lock long enough to slow down enqueue on Airflow's hot path.
+        write lock long enough to slow down enqueue on Airflow's hot path. On PostgreSQL it then
+        folds the status counts of backends that have gone (:func:`status.fold`).
         """
         if older_than_seconds < 0:
             raise ValueError(f"older_than_seconds must not be negative, got {older_than_seconds}")
@@ -501,7 +502,7 @@ class Outbox:
     def status(self, now: float | None = None) -> list[StatusRow]:
         """One row per (target, kind, state) with counts and the latest error, sorted by those keys.
 
-        Fast at any size on SQLite (counts kept by triggers, the rest from small indexes): see
+        Fast at any size (counts kept by triggers, the rest from small indexes): see
         :mod:`astro_xdeps.outbox.status`.
         """
         with self._read("status") as conn:
