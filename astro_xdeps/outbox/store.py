@@ -99,7 +99,7 @@ class Outbox:
         self._dialect = self._db.dialect
         self._metadata = sa.MetaData()
         self._table = outbox_table(self._metadata, table_prefix)
-        self._counts = status_module.counts_table(self._metadata, self._table)
+        self._counts = status_module.counts_table(self._metadata, self._table, self._dialect)
         self._prepare_statements()
         try:
             with self._errors("open"):
@@ -375,7 +375,8 @@ class Outbox:
         """Delete items delivered more than ``older_than_seconds`` ago; return how many.
 
         Deletes in batches, each its own short write, so a large purge never holds the SQLite
-        write lock long enough to slow down enqueue on Airflow's hot path.
+        write lock long enough to slow down enqueue on Airflow's hot path. On PostgreSQL it then
+        folds the status counts of backends that have gone (:func:`status.fold`).
         """
         if older_than_seconds < 0:
             raise ValueError(f"older_than_seconds must not be negative, got {older_than_seconds}")
@@ -399,7 +400,10 @@ class Outbox:
             n = self.write("purge_delivered", purge)
             total += n
             if n < PURGE_BATCH:
-                return total
+                break
+        if self._dialect == "postgresql":
+            self.write("purge_delivered", lambda conn: status_module.fold(conn, self._counts))
+        return total
 
     # -- outcomes of a batch, in one write transaction ------------------------------------------
 
@@ -499,7 +503,7 @@ class Outbox:
     def status(self, now: float | None = None) -> list[StatusRow]:
         """One row per (target, kind, state) with counts and the latest error, sorted by those keys.
 
-        Fast at any size on SQLite (counts kept by triggers, the rest from small indexes): see
+        Fast at any size (counts kept by triggers, the rest from small indexes): see
         :mod:`astro_xdeps.outbox.status`.
         """
         with self._read("status") as conn:

@@ -47,7 +47,8 @@ def pg_prefix(pg_url: str) -> Iterator[str]:
     engine = sa.create_engine(pg_url)
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}outbox")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}outbox, {prefix}outbox_counts")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}outbox_count()")
     finally:
         engine.dispose()
 
