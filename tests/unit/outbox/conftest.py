@@ -44,11 +44,16 @@ def pg_prefix(pg_url: str) -> Iterator[str]:
     """A table prefix no other test uses; its outbox table is dropped after the test."""
     prefix = f"xdeps_t{uuid.uuid4().hex[:10]}_"
     yield prefix
+    drop_pg_outbox(pg_url, prefix)
+
+
+def drop_pg_outbox(pg_url: str, prefix: str) -> None:
+    """Drop what an outbox with ``prefix`` creates on PostgreSQL: its table, counts table and trigger function."""
     engine = sa.create_engine(pg_url)
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}outbox, {prefix}outbox_counts")
-            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {prefix}outbox_count()")
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{prefix}outbox", "{prefix}outbox_counts"')
+            conn.exec_driver_sql(f'DROP FUNCTION IF EXISTS "{prefix}outbox_count"()')
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from astro_xdeps.outbox import ASSET_EVENT, NewItem, Outbox
 from astro_xdeps.outbox.models import Outcome
+from tests.unit.outbox.conftest import drop_pg_outbox
 
 NOW = 1_000_000.0
 
@@ -194,10 +195,4 @@ def test_counts_are_kept_per_table_prefix(pg_url: str, pg_prefix: str) -> None:
             assert [(r.target, r.count) for r in theirs.status()] == [("stage", 1)]
             assert _backends(pg_url, f"{other}outbox_counts")
     finally:
-        engine = sa.create_engine(pg_url)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{other}outbox", "{other}outbox_counts"')
-                conn.exec_driver_sql(f'DROP FUNCTION IF EXISTS "{other}outbox_count"()')
-        finally:
-            engine.dispose()
+        drop_pg_outbox(pg_url, other)
