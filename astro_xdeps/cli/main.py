@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -26,12 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run() -> int:
+    """The installed ``astro-xdeps`` command: :func:`main` with the loaded heap frozen."""
+    return main(freeze_heap=True)
+
+
+def main(argv: Sequence[str] | None = None, *, freeze_heap: bool = False) -> int:
+    """Parse ``argv``, run the command, return its exit code.
+
+    ``freeze_heap`` (the installed command): once Airflow is loaded, move its objects out of the
+    garbage collector's sight (``gc.freeze()``). A full collection walks that heap in 100-200 ms;
+    one falling inside a command made ``outbox status`` take 110-250 ms instead of ~25 ms. The
+    frozen objects live as long as the process anyway. Off for callers in a process of their own
+    (tests), whose heap it would pin.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     # Importing Airflow configures its logging, and Airflow 2 logs to stdout: import it first and
     # replace its root handlers, so stdout carries only results (an event id, a table, JSON).
     import airflow  # noqa: F401
+
+    if freeze_heap:
+        gc.freeze()
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -49,4 +66,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run())
