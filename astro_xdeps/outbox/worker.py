@@ -33,7 +33,7 @@ import logging
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,6 +96,7 @@ class DeliveryWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
+        self._cancelled = threading.Event()  # set by stop(): the senders send nothing more
         # Leases this worker holds: item id -> lease expiry as last written by this worker.
         self._held: dict[int, float] = {}
         self._held_lock = threading.Lock()
@@ -145,10 +146,14 @@ class DeliveryWorker:
                     batch.add(item, self._deliver_one(item, down, lock))
                     self._record(batch, stats, final=False)
             else:
-                for item in ordered:
-                    sent = self._pool.submit(self._deliver_into, batch, item, down, lock)
-                    # stop() cancels what has not started: not sent, nothing to record.
-                    sent.add_done_callback(lambda f, item=item: f.cancelled() and batch.add(item, None))
+                # Each sender takes the next item until none is left: one hand-over per sender and
+                # batch, not a future (lock, condition, callback) per item.
+                queue = deque(ordered)
+                cancelled = self._cancelled
+                for _ in range(min(self.concurrency, len(ordered))):
+                    sender = self._pool.submit(self._send_queued, queue, batch, down, lock, cancelled)
+                    # stop() cancels the senders that have not started: what they would have sent is skipped.
+                    sender.add_done_callback(lambda f: f.cancelled() and _skip_rest(queue, batch))
             while not self._record(batch, stats, final=True):
                 pass
         finally:
@@ -158,6 +163,26 @@ class DeliveryWorker:
                 for item in items:
                     self._held.pop(item.id, None)
         return stats
+
+    def _send_queued(
+        self,
+        queue: deque[Item],
+        batch: OutcomeBatch,
+        down: set[str],
+        lock: threading.Lock,
+        cancelled: threading.Event,
+    ) -> None:
+        """In a sender thread: deliver the batch's items one by one until none is left.
+
+        After stop() (``cancelled``) the items not started yet are skipped, not sent.
+        """
+        while not cancelled.is_set():
+            try:
+                item = queue.popleft()
+            except IndexError:
+                return
+            self._deliver_into(batch, item, down, lock)
+        _skip_rest(queue, batch)
 
     def _deliver_into(self, batch: OutcomeBatch, item: Item, down: set[str], lock: threading.Lock) -> None:
         """In a sender thread: deliver ``item`` and hand its outcome to the batch (never raises)."""
@@ -348,9 +373,11 @@ class DeliveryWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._cancelled.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         # A fresh (thread-less until used) pool, so start() or drain() after stop() still deliver.
         self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
+        self._cancelled = threading.Event()
 
     @property
     def running(self) -> bool:
@@ -380,6 +407,16 @@ class DeliveryWorker:
             )
             self._wake.wait(wait)
             self._wake.clear()
+
+
+def _skip_rest(queue: deque[Item], batch: OutcomeBatch) -> None:
+    """The items left in ``queue`` are not sent: nothing to record for them."""
+    while True:
+        try:
+            item = queue.popleft()
+        except IndexError:
+            return
+        batch.add(item, None)
 
 
 def _round_robin(groups: list[list[Item]]) -> list[list[Item]]:

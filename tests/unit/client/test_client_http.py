@@ -592,3 +592,24 @@ def test_no_auth_sends_no_authorization_header(rsps: responses.RequestsMock, ove
 
 def test_token_wins_over_login_in_auto_mode() -> None:
     assert transport_for(username="admin", password=PASSWORD).auth_mode == "token"
+
+
+def test_a_request_carries_the_sessions_headers_cookies_and_timeouts(rsps: responses.RequestsMock) -> None:
+    """Requests are prepared by the transport, not ``Session.request``: the session's parts still go."""
+    rsps.post(
+        DAGS,
+        json={},
+        match=[
+            matchers.header_matcher(
+                {"User-Agent": f"astro-xdeps/{astro_xdeps.__version__}", "Authorization": f"Bearer {TOKEN}"}
+            ),
+            matchers.json_params_matcher({"a": 1}),
+            matchers.query_param_matcher({"limit": "1"}),
+        ],
+        headers={"Set-Cookie": "lb=node-2; Path=/"},
+    )
+    rsps.post(DAGS, json={}, match=[matchers.header_matcher({"Cookie": "lb=node-2"})])
+    transport = transport_for(timeouts=Timeouts(connect=3.0, read=7.0))
+    transport.request("POST", "/api/v2/dags", json={"a": 1}, params={"limit": 1})
+    transport.request("POST", "/api/v2/dags", json={"a": 1})
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (3.0, 7.0)
