@@ -7,17 +7,18 @@ delay the hook. Two measures keep the hook first:
 
 - **Pacing.** A hook marks itself in flight (:func:`foreground`); a background thread (one that
   called :func:`background_thread`) waits at its next checkpoint (:func:`yield_to_foreground`:
-  before each outbox write, before each request a sender starts) until no hook is in flight, at most :data:`MAX_YIELD_SECONDS` per
-  checkpoint so a steady stream of hooks cannot stall delivery.
+  before each outbox write, before each request a sender starts) until no hook is in flight, at
+  most :data:`MAX_YIELD_SECONDS` per checkpoint so a steady stream of hooks cannot stall delivery.
 - **CPU priority.** On Linux nice is per thread: a background thread lowers its own priority by
   :data:`BACKGROUND_NICE`, so when the cores are busy the hook's thread runs first. A new thread
-  inherits its creator's nice and an unprivileged process cannot raise it back, so only threads
-  that no hook ever waits on lower theirs (the outbox writer's threads never do), and threads a
-  hook may wait on are never created from a background thread. Elsewhere (no per-thread nice):
-  nothing, a debug log.
+  inherits its creator's nice and an unprivileged process cannot raise it back, so the outbox
+  writer never starts a thread from a worker's: its checkpoint thread starts when the outbox
+  opens, its asyncio leader from an event loop's thread.
+  Elsewhere (no per-thread nice): nothing, a debug log.
 
 A hook never waits on a background thread's checkpoint: the checkpoint comes before a write is
-queued, while the background thread holds none of the writer's state.
+queued, while the background thread holds none of the writer's state. It can still wait for a
+worker's write that began before it (one commit at a time), which is why those stay short.
 """
 
 from __future__ import annotations
