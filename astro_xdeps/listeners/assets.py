@@ -24,6 +24,7 @@ from airflow.listeners import hookimpl
 from astro_xdeps import runtime
 from astro_xdeps.forwarding.payload import SourceEvent, new_event_id
 from astro_xdeps.forwarding.plan import plan_items
+from astro_xdeps.outbox import pacing
 from astro_xdeps.outbox.loss import record_loss
 from astro_xdeps.version_compat import AIRFLOW_V_3_2_PLUS
 
@@ -66,7 +67,15 @@ def source_event_from_dataset(dataset: Any, env: Mapping[str, str]) -> SourceEve
 
 
 def forward(event: SourceEvent) -> int:
-    """Enqueue ``event`` for every destination; return how many items were written. Never raises."""
+    """Enqueue ``event`` for every destination; return how many items were written. Never raises.
+
+    The delivery worker's threads in this process wait meanwhile (:mod:`astro_xdeps.outbox.pacing`).
+    """
+    with pacing.foreground():
+        return _forward(event)
+
+
+def _forward(event: SourceEvent) -> int:
     try:
         plan = runtime.forwarding_plan()
         items = plan_items(event, plan, event_id=new_event_id())

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from astro_xdeps import runtime, settings
+from astro_xdeps.outbox import pacing
 from astro_xdeps.state_events import MAX_MESSAGE_CHARS, SCHEDULER_SOURCE, StateEvent, state_change_id
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,15 @@ def state_event(
 
 
 def relay(event: StateEvent) -> None:
-    """Evaluate the rules for ``event`` and enqueue; never raises."""
+    """Evaluate the rules for ``event`` and enqueue; never raises.
+
+    The delivery worker's threads in this process wait meanwhile (:mod:`astro_xdeps.outbox.pacing`).
+    """
+    with pacing.foreground():
+        _relay(event)
+
+
+def _relay(event: StateEvent) -> None:
     try:
         engine = runtime.relay_engine()
         if engine is None:

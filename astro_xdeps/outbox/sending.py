@@ -11,6 +11,7 @@ from typing import Any
 
 from astro_xdeps.client import DeploymentClient
 from astro_xdeps.exceptions import NotFoundError, RequestRejected
+from astro_xdeps.outbox import pacing
 from astro_xdeps.outbox.actions import ACTIONS, EVENT_ID_KEY, AssetEventAction
 from astro_xdeps.outbox.models import Item
 
@@ -55,6 +56,7 @@ def send_item(client: DeploymentClient, item: Item) -> dict[str, Any]:
     its event id, so a retry after an ambiguous failure never creates a second event. Errors are
     the client's :class:`~astro_xdeps.exceptions.DeploymentError` classes.
     """
+    pacing.yield_to_foreground()  # a sender starts no request while a listener's hook is in flight
     kind = ACTIONS.get(item.kind)
     if kind is None:
         raise RequestRejected(f"Unknown outbox item kind {item.kind!r}", deployment=item.target)

@@ -47,6 +47,7 @@ from astro_xdeps.exceptions import (
     TransientError,
     XdepsError,
 )
+from astro_xdeps.outbox import pacing
 from astro_xdeps.outbox.models import Item, Outcome
 from astro_xdeps.outbox.outcome_batch import DrainStats, OutcomeBatch
 from astro_xdeps.outbox.sending import ClientPool, send_item
@@ -95,7 +96,7 @@ class DeliveryWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
+        self._pool = self._new_pool()
         self._cancelled = threading.Event()  # set by stop(): the senders send nothing more
         # Leases this worker holds: item id -> lease expiry as last written by this worker.
         self._held: dict[int, float] = {}
@@ -212,6 +213,7 @@ class DeliveryWorker:
 
     def _renew_while(self, batch_done: threading.Event) -> None:
         """Every third of a lease until the batch is done, extend the leases still held."""
+        pacing.background_thread()
         while not batch_done.wait(self.lease_seconds / 3):
             self.renew_leases()
 
@@ -376,14 +378,23 @@ class DeliveryWorker:
         self._cancelled.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         # A fresh (thread-less until used) pool, so start() or drain() after stop() still deliver.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="xdeps-send")
+        self._pool = self._new_pool()
         self._cancelled = threading.Event()
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        """The sender threads: background threads (:mod:`~astro_xdeps.outbox.pacing`)."""
+        return ThreadPoolExecutor(
+            max_workers=max(1, self.concurrency),
+            thread_name_prefix="xdeps-send",
+            initializer=pacing.background_thread,
+        )
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        pacing.background_thread()
         while not self._stop.is_set():
             try:
                 self.purge_if_due()

@@ -22,6 +22,7 @@ from astro_xdeps.listeners.assets import (
     source_event_from_asset_event,
     source_event_from_dataset,
 )
+from astro_xdeps.outbox import pacing
 from astro_xdeps.outbox.models import ASSET_EVENT, NewItem
 from astro_xdeps.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
 from tests.unit.airflow_listeners import airflow_listener_manager
@@ -238,6 +239,16 @@ def test_forward_starts_the_worker_only_after_writing(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.usefixtures("forwarding")
+def test_forward_holds_the_workers_threads_back_until_it_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the hook runs, this process's delivery threads wait at their checkpoints (pacing)."""
+    in_flight: list[int] = []
+    monkeypatch.setattr(runtime, "ensure_worker", lambda: in_flight.append(pacing.in_flight()))
+    assert forward(LOCAL) == 1
+    assert in_flight == [1]
+    assert pacing.in_flight() == 0
+
+
+@pytest.mark.usefixtures("forwarding")
 def test_forward_never_raises_when_the_outbox_fails(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -260,6 +271,7 @@ def test_forward_never_raises_when_enqueue_fails(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(runtime, "get_outbox", Exploding)
     assert forward(LOCAL) == 0
+    assert pacing.in_flight() == 0
 
 
 def test_forward_never_raises_on_invalid_configuration(xdeps_env: pytest.MonkeyPatch) -> None:
