@@ -227,40 +227,22 @@ class Outbox:
         if targets is not None and not targets:
             return []
         now = time.time() if now is None else now
-        t = self._table
-        lease_until = now + lease_seconds
-        due = (
-            sa.select(t.c.id)
-            .where(t.c.state == PENDING, t.c.next_attempt_at <= now, _no_live_lease(t, now))
-            .order_by(t.c.id)
-            .limit(limit)
-            # PostgreSQL: lock the chosen rows, skipping rows another claim holds. SQLite ignores
-            # this and relies on the write lock BEGIN IMMEDIATE took.
-            .with_for_update(skip_locked=True)
-        )
+        statements = self._claim_statements
+        due = statements["due"] if targets is None else statements["due in targets"]
+        params = {"c_now": now, "c_until": now + lease_seconds, "c_owner": owner, "c_limit": limit}
         if targets is not None:
-            due = due.where(t.c.target.in_(list(targets)))
+            params["c_targets"] = list(targets)
 
         def claim(conn: sa.Connection) -> list[Any]:
-            ids = list(conn.execute(due).scalars())
+            ids = list(conn.execute(due, params).scalars())
             if not ids:
                 return []
-            return update_returning(
-                conn,
-                sa.update(t)
-                .where(t.c.id.in_(ids), t.c.state == PENDING)
-                .values(
-                    attempts=t.c.attempts + 1,
-                    lease_owner=owner,
-                    lease_until=lease_until,
-                    next_attempt_at=lease_until,
-                    updated_at=now,
-                ),
-                t,
-                t.c.id.in_(ids),
-                t.c.lease_owner == owner,
-                t.c.lease_until == lease_until,
-            )
+            update_params = {**params, "c_ids": ids}
+            rows = statements["update returning"]
+            if rows is not None:
+                return conn.execute(rows, update_params).all()
+            conn.execute(statements["update"], update_params)  # no RETURNING (SQLite on 1.4): read back
+            return conn.execute(statements["claimed"], update_params).all()
 
         rows = self.write("claim", claim)
         return sorted((item_from_row(row) for row in rows), key=lambda item: item.id)
@@ -445,6 +427,45 @@ class Outbox:
         if lost:
             log.info("Outbox items %s: outcomes by %s ignored, the leases are no longer theirs", lost, owner)
         return applied
+
+    @functools.cached_property
+    def _claim_statements(self) -> dict[str, Any]:
+        """claim's statements, built once with bind parameters: built per call (and compiled into
+        the cache key each time) they cost more than running them, inside the write lock that
+        every listener's write in this process waits for."""
+        t = self._table
+        now, until, owner = sa.bindparam("c_now"), sa.bindparam("c_until"), sa.bindparam("c_owner")
+        ids = sa.bindparam("c_ids", expanding=True)
+        due = (
+            sa.select(t.c.id)
+            .where(t.c.state == PENDING, t.c.next_attempt_at <= now, _no_live_lease(t, now))
+            .order_by(t.c.id)
+            .limit(sa.bindparam("c_limit"))
+            # PostgreSQL: lock the chosen rows, skipping rows another claim holds. SQLite ignores
+            # this and relies on the write lock BEGIN IMMEDIATE took.
+            .with_for_update(skip_locked=True)
+        )
+        update = (
+            sa.update(t)
+            .where(t.c.id.in_(ids), t.c.state == PENDING)
+            .values(
+                attempts=t.c.attempts + 1,
+                lease_owner=owner,
+                lease_until=until,
+                next_attempt_at=until,
+                updated_at=now,
+            )
+        )
+        return {
+            "due": due,
+            "due in targets": due.where(t.c.target.in_(sa.bindparam("c_targets", expanding=True))),
+            "update": update,
+            "update returning": update.returning(*t.c) if supports_returning(self._dialect) else None,
+            # The rows the update changed (what RETURNING gives), read back under the same lock.
+            "claimed": sa.select(t).where(
+                t.c.id.in_(ids), t.c.lease_owner == owner, t.c.lease_until == until
+            ),
+        }
 
     @functools.cached_property
     def _finish_statements(self) -> dict[str, Any]:
