@@ -452,7 +452,7 @@ class Outbox:
         sql = self._finish_statements["sqlite"]
         for o, row in zip(outcomes, rows, strict=True):
             if o.state == DELIVERED:  # JSON as SQLAlchemy stores it: None is NULL
-                row["f_result"] = None if o.result is None else _json_text(o.item_id, o.result)
+                row["f_result"] = None if o.result is None else self._json_text(o.item_id, o.result)
         ids = [o.item_id for o in outcomes]
 
         def op(conn: sa.Connection) -> set[int]:
@@ -473,6 +473,16 @@ class Outbox:
             return held
 
         return op
+
+    def _json_text(self, item_id: int, value: Any) -> str:
+        """``value`` as SQLAlchemy's JSON type stores it; an OutboxError as from SQLAlchemy if it cannot."""
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise OutboxError(
+                f"The outbox {self._safe_url} could not record delivery outcomes: the result of item "
+                f"{item_id} is not JSON ({exc})."
+            ) from exc
 
     @staticmethod
     def _applied(owner: str, outcomes: Sequence[Outcome], held: set[int]) -> list[bool]:
@@ -710,13 +720,6 @@ def _sqlite_finish(table: str) -> dict[str, str]:
         PENDING: update.format(PENDING, "next_attempt_at = :f_next, last_error = :f_error"),
         DEAD: update.format(DEAD, "last_error = :f_error"),
     }
-
-
-def _json_text(item_id: int, value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"The result of outbox item {item_id} cannot be stored as JSON: {exc}") from exc
 
 
 def _no_live_lease(t: sa.Table, now: float) -> sa.ColumnElement[bool]:
