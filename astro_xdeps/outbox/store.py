@@ -1,6 +1,8 @@
 """The durable outbox: every outgoing action is written here before anything is sent.
 
-One SQLAlchemy Core code path serves two backends:
+One SQLAlchemy Core code path serves two backends (on SQLite the worker's two hot statements,
+claim and finish_many, run as SQL text on the driver's connection: SQLAlchemy's per-row work
+cost more than the statements):
 
 - **SQLite** (default): one file, e.g. ``$AIRFLOW_HOME/xdeps_outbox.db``, in WAL mode with
   ``synchronous=NORMAL`` — a committed enqueue survives the process being killed (not a power
