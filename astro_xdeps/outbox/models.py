@@ -20,8 +20,9 @@ Times are epoch seconds (``float``, as from :func:`time.time`) everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,12 +70,13 @@ class EnqueueResult:
     created: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     """One stored action and its delivery progress, as read from the store.
 
     ``attempts`` counts claims: :meth:`Outbox.claim` increments it before handing the item out,
-    so the first delivery attempt sees ``attempts == 1``.
+    so the first delivery attempt sees ``attempts == 1``. Slotted: a worker holds hundreds of
+    claimed items across a batch, and one object less each is less for the garbage collector.
     """
 
     id: int
@@ -252,6 +254,23 @@ def item_from_row(row: Any) -> Item:
         lease_until=m["lease_until"],
         result=m["result"],
         retried_at=m.get("retried_at"),
+    )
+
+
+# The item's columns in field order, for reads that build Items from plain tuples.
+ITEM_COLUMNS = tuple(f.name for f in fields(Item))
+
+
+def item_from_values(values: Sequence[Any]) -> Item:
+    """An Item from its column values in ``ITEM_COLUMNS`` order, read raw from SQLite: the JSON
+    columns are still text. Much cheaper than a SQLAlchemy row on the worker's claim path."""
+    result = values[14]
+    return Item(
+        *values[:3],
+        json.loads(values[3]),
+        *values[4:14],
+        None if result is None else json.loads(result),
+        values[15],
     )
 
 

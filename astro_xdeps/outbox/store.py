@@ -1,6 +1,8 @@
 """The durable outbox: every outgoing action is written here before anything is sent.
 
-One SQLAlchemy Core code path serves two backends:
+One SQLAlchemy Core code path serves two backends (on SQLite the worker's two hot statements,
+claim and finish_many, run as SQL text on the driver's connection: SQLAlchemy's per-row work
+cost more than the statements):
 
 - **SQLite** (default): one file, e.g. ``$AIRFLOW_HOME/xdeps_outbox.db``, in WAL mode with
   ``synchronous=NORMAL`` — a committed enqueue survives the process being killed (not a power
@@ -23,10 +25,12 @@ scheduler's open transaction.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -43,6 +47,7 @@ from astro_xdeps.outbox.models import (
     DEAD,
     DEFAULT_TABLE_PREFIX,
     DELIVERED,
+    ITEM_COLUMNS,
     PENDING,
     EnqueueResult,
     Item,
@@ -55,6 +60,7 @@ from astro_xdeps.outbox.models import (
     check_targets,
     cut_error,
     item_from_row,
+    item_from_values,
     outbox_table,
 )
 from astro_xdeps.outbox.sa_compat import URL, inserted_id, supports_returning, update_returning
@@ -63,10 +69,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SQLITE_FILENAME = "xdeps_outbox.db"
 PURGE_BATCH = 1000
+# Ids per statement where SQLite takes them as parameters (older builds allow 999 in all).
+_SQLITE_MAX_IDS = 900
 
 _TABLE_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 
 T = TypeVar("T")
+
+# SQLite ran UPDATE ... RETURNING from 3.35 on: claim's one-statement form below needs it.
+_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 __all__ = ["DEFAULT_SQLITE_FILENAME", "Outbox", "OutboxError", "new_owner_id"]
 
@@ -228,8 +239,17 @@ class Outbox:
             return []
         now = time.time() if now is None else now
         statements = self._claim_statements
-        due = statements["due"] if targets is None else statements["due in targets"]
         params = {"c_now": now, "c_until": now + lease_seconds, "c_owner": owner, "c_limit": limit}
+        sql = statements["sqlite"]
+        if targets is None and sql is not None:
+            # The worker's claim on SQLite: one statement on the driver's connection, plain tuples
+            # back. SQLAlchemy's per-row processing cost more than the statement itself.
+            rows = self.write(
+                "claim", lambda conn: conn.connection.driver_connection.execute(sql, params).fetchall()
+            )
+            rows.sort()  # by id, the first column
+            return [item_from_values(row) for row in rows]
+        due = statements["due"] if targets is None else statements["due in targets"]
         if targets is not None:
             params["c_targets"] = list(targets)
 
@@ -402,6 +422,9 @@ class Outbox:
         now = time.time()
         rows = [_outcome_params(o, owner, now) for o in outcomes]  # checked before writing
         statements = self._finish_statements
+        if statements["sqlite"]:
+            held = self.write("record delivery outcomes", self._finish_sqlite(owner, outcomes, rows))
+            return self._applied(owner, outcomes, held)
 
         def op(conn: sa.Connection) -> set[int]:
             # Which leases are still the owner's: the rows are locked (PostgreSQL: FOR UPDATE;
@@ -421,7 +444,50 @@ class Outbox:
                     conn.execute(statements[state], group)  # one executemany per state
             return held
 
-        held = self.write("record delivery outcomes", op)
+        return self._applied(owner, outcomes, self.write("record delivery outcomes", op))
+
+    def _finish_sqlite(
+        self, owner: str, outcomes: Sequence[Outcome], rows: list[dict[str, Any]]
+    ) -> Callable[[sa.Connection], set[int]]:
+        """finish_many's write on SQLite: the same statements as SQL text run on the driver's
+        connection, skipping SQLAlchemy's per-row parameter processing (most of the cost)."""
+        sql = self._finish_statements["sqlite"]
+        for o, row in zip(outcomes, rows, strict=True):
+            if o.state == DELIVERED:  # JSON as SQLAlchemy stores it: None is NULL
+                row["f_result"] = None if o.result is None else self._json_text(o.item_id, o.result)
+        ids = [o.item_id for o in outcomes]
+
+        def op(conn: sa.Connection) -> set[int]:
+            raw = conn.connection.driver_connection
+            held: set[int] = set()
+            for start in range(0, len(ids), _SQLITE_MAX_IDS):
+                chunk = ids[start : start + _SQLITE_MAX_IDS]
+                marks = ", ".join("?" * len(chunk))
+                held.update(i for (i,) in raw.execute(sql["held"].format(marks), (*chunk, owner)))
+            for state in (DELIVERED, PENDING, DEAD):
+                group = [
+                    row
+                    for o, row in zip(outcomes, rows, strict=True)
+                    if o.state == state and o.item_id in held
+                ]
+                if group:
+                    raw.executemany(sql[state], group)
+            return held
+
+        return op
+
+    def _json_text(self, item_id: int, value: Any) -> str:
+        """``value`` as SQLAlchemy's JSON type stores it; an OutboxError as from SQLAlchemy if it cannot."""
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise OutboxError(
+                f"The outbox {self._safe_url} could not record delivery outcomes: the result of item "
+                f"{item_id} is not JSON ({exc})."
+            ) from exc
+
+    @staticmethod
+    def _applied(owner: str, outcomes: Sequence[Outcome], held: set[int]) -> list[bool]:
         applied = [o.item_id in held for o in outcomes]
         lost = [o.item_id for o, ok in zip(outcomes, applied, strict=True) if not ok]
         if lost:
@@ -457,6 +523,7 @@ class Outbox:
             )
         )
         return {
+            "sqlite": _sqlite_claim(t.name) if self._dialect == "sqlite" and _SQLITE_RETURNING else None,
             "due": due,
             "due in targets": due.where(t.c.target.in_(sa.bindparam("c_targets", expanding=True))),
             "update": update,
@@ -479,6 +546,7 @@ class Outbox:
         done = {"lease_owner": None, "lease_until": None, "updated_at": sa.bindparam("f_now")}
         error = sa.bindparam("f_error", type_=t.c.last_error.type)
         return {
+            "sqlite": _sqlite_finish(t.name) if self._dialect == "sqlite" else None,
             "held": sa.select(t.c.id)
             .where(t.c.id.in_(sa.bindparam("f_ids", expanding=True)), *held[1:])
             .with_for_update(),
@@ -624,6 +692,36 @@ class Outbox:
         if not changed:
             log.info("Outbox item %s: %s by %s ignored, the lease is no longer theirs", item_id, op, owner)
         return changed
+
+
+def _sqlite_claim(table: str) -> str:
+    """claim's statements as one SQLite ``UPDATE ... RETURNING``, with its named parameters.
+
+    Claims the same rows as ``due`` then ``update`` in :attr:`Outbox._claim_statements`; the
+    write lock (``BEGIN IMMEDIATE``) keeps other processes out as it does for those.
+    """
+    return (
+        f'UPDATE "{table}" SET attempts = attempts + 1, lease_owner = :c_owner, lease_until = :c_until, '
+        "next_attempt_at = :c_until, updated_at = :c_now "
+        f"WHERE state = '{PENDING}' AND id IN ("
+        f"SELECT id FROM \"{table}\" WHERE state = '{PENDING}' AND next_attempt_at <= :c_now "
+        "AND (lease_until IS NULL OR lease_until <= :c_now) ORDER BY id LIMIT :c_limit) "
+        f"RETURNING {', '.join(ITEM_COLUMNS)}"
+    )
+
+
+def _sqlite_finish(table: str) -> dict[str, str]:
+    """finish_many's statements in :attr:`Outbox._finish_statements` as SQLite text: ``held``
+    takes the ids as ``?`` marks (filled in with ``str.format``) and then the owner."""
+    held = f"state = '{PENDING}' AND lease_owner = :f_owner"
+    done = "lease_owner = NULL, lease_until = NULL, updated_at = :f_now"
+    update = f"UPDATE \"{table}\" SET state = '{{}}', {{}}, {done} WHERE id = :f_id AND {held}"
+    return {
+        "held": f"SELECT id FROM \"{table}\" WHERE id IN ({{}}) AND state = '{PENDING}' AND lease_owner = ?",
+        DELIVERED: update.format(DELIVERED, "delivered_at = :f_now, result = :f_result"),
+        PENDING: update.format(PENDING, "next_attempt_at = :f_next, last_error = :f_error"),
+        DEAD: update.format(DEAD, "last_error = :f_error"),
+    }
 
 
 def _no_live_lease(t: sa.Table, now: float) -> sa.ColumnElement[bool]:

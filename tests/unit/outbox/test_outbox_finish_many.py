@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from astro_xdeps.outbox import ASSET_EVENT, DEAD, DELIVERED, PENDING, NewItem, Outbox
+from astro_xdeps.outbox import ASSET_EVENT, DEAD, DELIVERED, PENDING, NewItem, Outbox, OutboxError
 from astro_xdeps.outbox.models import Outcome
 
 LEASE = 30.0
@@ -76,3 +76,46 @@ def test_no_outcomes_write_nothing_and_bad_ones_are_refused_before_writing(outbo
     assert outbox.get(r.id).state == PENDING  # the valid outcome was not written either
     with pytest.raises(ValueError, match="Lease owner"):
         outbox.finish_many("", [Outcome.delivered(r.id)])
+
+
+def test_a_claimed_item_reads_as_get_reads_it(outbox: Outbox) -> None:
+    # claim builds items its own way on SQLite (plain tuples); get goes through SQLAlchemy.
+    [r] = outbox.enqueue(
+        [NewItem(ASSET_EVENT, "prod", {"uri": "s3://b/k", "extra": {"n": [1, 2.5, None]}}, "a")]
+    )
+    t = time.time() + 1
+    outbox.claim("w", limit=1, lease_seconds=LEASE, now=t)
+    outbox.finish_many("w", [Outcome.dead(r.id, "rejected")])
+    assert outbox.retry([r.id]) == 1  # sets retried_at; last_error stays
+
+    [claimed] = outbox.claim("w", limit=1, lease_seconds=LEASE, now=time.time() + 1)
+
+    assert claimed == outbox.get(r.id)
+    assert (claimed.last_error, claimed.attempts) == ("rejected", 1)
+    assert claimed.retried_at is not None and claimed.payload == {
+        "uri": "s3://b/k",
+        "extra": {"n": [1, 2.5, None]},
+    }
+
+
+def test_a_large_batch_is_recorded_whole(outbox: Outbox) -> None:
+    ids = [r.id for r in outbox.enqueue([new(f"k{i}") for i in range(1200)])]
+    t = time.time() + 1
+    claimed = outbox.claim("w", limit=1200, lease_seconds=LEASE, now=t)
+    assert [item.id for item in claimed] == ids  # oldest first
+
+    applied = outbox.finish_many("w", [Outcome.delivered(i, None if i % 2 else {"n": i}) for i in ids])
+
+    assert applied == [True] * len(ids)
+    items = outbox.list_items(limit=2000)
+    assert [(item.state, item.result) for item in items] == [
+        (DELIVERED, None if i % 2 else {"n": i}) for i in ids
+    ]
+
+
+def test_a_result_that_is_not_json_is_refused_before_writing(outbox: Outbox) -> None:
+    [r] = outbox.enqueue([new("a")])
+    outbox.claim("w", limit=1, lease_seconds=LEASE, now=time.time() + 1)
+    with pytest.raises(OutboxError, match="JSON"):
+        outbox.finish_many("w", [Outcome.delivered(r.id, {"at": object()})])
+    assert (outbox.get(r.id).state, outbox.get(r.id).lease_owner) == (PENDING, "w")
