@@ -434,14 +434,8 @@ class Outbox:
                     statements["held"], {"f_ids": [o.item_id for o in outcomes], "f_owner": owner}
                 ).scalars()
             )
-            for state in (DELIVERED, PENDING, DEAD):
-                group = [
-                    row
-                    for o, row in zip(outcomes, rows, strict=True)
-                    if o.state == state and o.item_id in held
-                ]
-                if group:
-                    conn.execute(statements[state], group)  # one executemany per state
+            for state, group in _groups_by_state(outcomes, rows, held):
+                conn.execute(statements[state], group)  # one executemany per state
             return held
 
         return self._applied(owner, outcomes, self.write("record delivery outcomes", op))
@@ -464,14 +458,8 @@ class Outbox:
                 chunk = ids[start : start + _SQLITE_MAX_IDS]
                 marks = ", ".join("?" * len(chunk))
                 held.update(i for (i,) in raw.execute(sql["held"].format(marks), (*chunk, owner)))
-            for state in (DELIVERED, PENDING, DEAD):
-                group = [
-                    row
-                    for o, row in zip(outcomes, rows, strict=True)
-                    if o.state == state and o.item_id in held
-                ]
-                if group:
-                    raw.executemany(sql[state], group)
+            for state, group in _groups_by_state(outcomes, rows, held):
+                raw.executemany(sql[state], group)
             return held
 
         return op
@@ -742,3 +730,13 @@ def _outcome_params(o: Outcome, owner: str, now: float) -> dict[str, Any]:
     else:
         raise ValueError(f"Outcome of item {o.item_id}: unknown state {o.state!r}")
     return params
+
+
+def _groups_by_state(
+    outcomes: Sequence[Outcome], rows: list[dict[str, Any]], held: set[int]
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """finish_many's parameter rows of the items still held, one non-empty group per new state."""
+    for state in (DELIVERED, PENDING, DEAD):
+        group = [row for o, row in zip(outcomes, rows, strict=True) if o.state == state and o.item_id in held]
+        if group:
+            yield state, group
