@@ -92,9 +92,6 @@ class Writer:
     def __init__(self, write_engine: sa.Engine) -> None:
         self._engine = write_engine  # its transactions begin with BEGIN IMMEDIATE
         self.forget()
-        # Started now, from the thread opening the outbox, not on first need from whichever thread
-        # commits: a delivery thread runs at a lower priority and its children would inherit it.
-        self._start_checkpointer()
 
     def forget(self) -> None:
         """Start over without thread or connection (after fork: the parent's are not ours)."""
@@ -296,20 +293,17 @@ class Writer:
         return conn
 
     def _count_commit(self) -> None:
-        """Every CHECKPOINT_EVERY commits, wake the checkpoint thread."""
+        """Every CHECKPOINT_EVERY commits, wake the checkpoint thread (started on first need)."""
         self._commits += 1  # only the leader commits: no lock needed
         if self._commits < CHECKPOINT_EVERY:
             return
         self._commits = 0
-        if self._checkpointer is None:  # after a fork: the parent's thread is not ours
-            self._start_checkpointer()
+        if self._checkpointer is None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="xdeps-outbox-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
         self._checkpoint_due.set()
-
-    def _start_checkpointer(self) -> None:
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, name="xdeps-outbox-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL into the database on a connection of its own, off every caller's path.

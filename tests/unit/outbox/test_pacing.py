@@ -1,10 +1,8 @@
-"""Background delivery yields to the listener's hook: pacing at the writer, lower CPU priority."""
+"""Background delivery yields to the listener's hook: pacing at the writer and before each request."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 
@@ -14,26 +12,11 @@ from responses import matchers
 
 from astro_xdeps.client import DeploymentClient, DeploymentConfig
 from astro_xdeps.outbox import ASSET_EVENT, DELIVERED, NewItem, Outbox, pacing
-from astro_xdeps.outbox import writer as writer_module
 from astro_xdeps.outbox.sending import ClientPool
 from astro_xdeps.outbox.worker import DeliveryWorker
 
 BASE = "https://down.example.com"
 URI = "s3://sales/orders"
-
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-
-
-def priority(native_id: int) -> int:
-    return os.getpriority(os.PRIO_PROCESS, native_id)
-
-
-def process_priority() -> int:
-    return priority(os.getpid())
-
-
-def background_priority() -> int:
-    return min(19, process_priority() + pacing.BACKGROUND_NICE)
 
 
 def asset_item(n: int) -> NewItem:
@@ -42,42 +25,22 @@ def asset_item(n: int) -> NewItem:
     return NewItem(kind=ASSET_EVENT, target="down", payload=payload, idempotency_key=event_id)
 
 
-@linux_only
-def test_background_thread_lowers_its_own_priority_only() -> None:
-    seen: dict[str, int] = {}
-
-    def run() -> None:
-        pacing.background_thread()
-        seen["self"] = priority(threading.get_native_id())
-        child = threading.Thread(target=lambda: seen.setdefault("child", priority(threading.get_native_id())))
-        child.start()
-        child.join()
-
-    before = priority(threading.get_native_id())
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    assert seen["self"] == background_priority()
-    assert seen["child"] == background_priority()  # inherited: why the writer starts its threads itself
-    assert priority(threading.get_native_id()) == before
-    assert not pacing.is_background()
-
-
-@linux_only
-def test_the_workers_threads_run_at_a_lower_priority_and_the_writers_do_not(
+def test_the_workers_threads_yield_to_hooks_and_a_hooks_thread_does_not(
     rsps: responses.RequestsMock, sqlite_store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Real threads, real priorities: the delivery loop, the sender and the lease renewer are
-    lowered; the writer's checkpoint thread, woken by the worker's first commits, is not."""
-    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 1)
+    """Real threads: the delivery loop (its claims) and the senders (their requests) pass the
+    pacing checkpoints as background threads; a thread that never said so (a hook's) is not one."""
     outbox: Outbox = sqlite_store.open()
-    seen: dict[str, int] = {}
+    checkpoints: list[tuple[str, bool]] = []
+    real_yield = pacing.yield_to_foreground
+
+    def recording_yield() -> None:
+        checkpoints.append((threading.current_thread().name, pacing.is_background()))
+        real_yield()
+
+    monkeypatch.setattr(pacing, "yield_to_foreground", recording_yield)
 
     def answer(request) -> tuple[int, dict, str]:
-        seen["sender"] = priority(threading.get_native_id())
-        for thread in threading.enumerate():
-            if thread.name in ("xdeps-delivery", "xdeps-lease-renewal", "xdeps-outbox-checkpoint"):
-                seen[thread.name] = priority(thread.native_id)
         return 200, {}, json.dumps({"id": 1})
 
     rsps.get(
@@ -103,14 +66,13 @@ def test_the_workers_threads_run_at_a_lower_priority_and_the_writers_do_not(
     finally:
         worker.stop(timeout=5)
         worker.clients.close()
-    low, normal = background_priority(), process_priority()
-    assert seen == {
-        "sender": low,
-        "xdeps-delivery": low,
-        "xdeps-lease-renewal": low,
-        "xdeps-outbox-checkpoint": normal,
-    }
-    assert priority(threading.get_native_id()) == normal
+    by_thread = dict(checkpoints)
+    assert by_thread["xdeps-delivery"] is True  # its claims
+    senders = {name: bg for name, bg in checkpoints if name.startswith("xdeps-send")}
+    assert senders and all(senders.values())  # its requests
+    outbox.write("a hook's write", lambda conn: None)  # from this (a hook's) thread
+    assert checkpoints[-1] == (threading.current_thread().name, False)
+    assert not pacing.is_background()
 
 
 def test_a_background_write_waits_while_a_hook_is_in_flight(
