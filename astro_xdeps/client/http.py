@@ -260,16 +260,22 @@ class Transport:
         every request, a fifth of a delivery's CPU. This client sets no session auth, params or
         hooks (auth is a header, the environment was resolved once by :func:`apply_environment`),
         so the session's headers and its cookies as they are is all a request takes from it;
-        ``Session.send`` still applies the session's proxies and TLS settings.
+        ``Session.send`` still applies the session's proxies and TLS settings. A session passed in
+        with auth, params or hooks of its own gets ``Session.prepare_request``, which applies them.
         """
-        prepared = requests.Request(
+        session = self.session
+        request = requests.Request(
             method,
             self.url(path),
-            headers={**self.session.headers, **headers},
-            cookies=self.session.cookies,
+            headers={**session.headers, **headers},
+            cookies=session.cookies,
             **kwargs,
-        ).prepare()
-        return self.session.send(prepared, timeout=self.config.timeouts.as_requests())
+        )
+        if session.auth or session.params or any(session.hooks.values()):
+            prepared = session.prepare_request(request)
+        else:
+            prepared = request.prepare()
+        return session.send(prepared, timeout=self.config.timeouts.as_requests())
 
     def _send_once(
         self,

@@ -21,7 +21,7 @@ from astro_xdeps.exceptions import (
     RequestRejected,
     TransientError,
 )
-from tests.unit.client.target import BASE, PASSWORD, TOKEN, transport_for
+from tests.unit.client.target import BASE, PASSWORD, TOKEN, config_for, transport_for
 
 pytestmark = pytest.mark.usefixtures("sleeps")  # retries back off instantly
 
@@ -613,3 +613,22 @@ def test_a_request_carries_the_sessions_headers_cookies_and_timeouts(rsps: respo
     transport.request("POST", "/api/v2/dags", json={"a": 1}, params={"limit": 1})
     transport.request("POST", "/api/v2/dags", json={"a": 1})
     assert rsps.calls[0].request.req_kwargs["timeout"] == (3.0, 7.0)
+
+
+def test_a_session_passed_in_keeps_its_own_auth_params_and_hooks(rsps: responses.RequestsMock) -> None:
+    """A caller's session with auth, params or hooks gets them applied, as ``Session.request`` would."""
+    session = requests.Session()
+    session.params = {"tenant": "blue"}
+    session.auth = lambda r: (r.headers.__setitem__("X-Signed", "yes"), r)[1]
+    seen: list[int] = []
+    session.hooks["response"].append(lambda r, *args, **kwargs: seen.append(r.status_code))
+    rsps.post(
+        DAGS,
+        json={},
+        match=[
+            matchers.header_matcher({"X-Signed": "yes", "Authorization": f"Bearer {TOKEN}"}),
+            matchers.query_param_matcher({"tenant": "blue"}),
+        ],
+    )
+    Transport(config_for(), session=session).request("POST", "/api/v2/dags", json={"a": 1})
+    assert seen == [200]
