@@ -38,8 +38,9 @@ def main(argv: Sequence[str] | None = None, *, freeze_heap: bool = False) -> int
     ``freeze_heap`` (the installed command): once Airflow is loaded, move its objects out of the
     garbage collector's sight (``gc.freeze()``). A full collection walks that heap in 100-200 ms;
     one falling inside a command made ``outbox status`` take 110-250 ms instead of ~25 ms. The
-    frozen objects live as long as the process anyway. Off for callers in a process of their own
-    (tests), whose heap it would pin.
+    frozen objects live as long as the process anyway; a long-running command (``relay serve``,
+    ``outbox drain --follow``) pins that start-up heap once, and what it allocates later stays
+    collectable. Off for callers in a process of their own (tests), whose heap it would pin.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
