@@ -17,6 +17,7 @@ by Selenium pointed at both binaries, so nothing is downloaded. The test:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -168,7 +169,7 @@ def _give_up_on(upstream, downstream, item_id: int, timeout: float = 180) -> dic
             row = db.execute(f"SELECT state FROM {table} WHERE id = ?", (item_id,)).fetchone()
             if row is not None and row[0] == "dead":
                 with Outbox.sqlite(path) as outbox:
-                    return outbox.get(item_id).__dict__
+                    return dataclasses.asdict(outbox.get(item_id))
             time.sleep(1)
     finally:
         db.close()
