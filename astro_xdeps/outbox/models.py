@@ -259,19 +259,17 @@ def item_from_row(row: Any) -> Item:
 
 # The item's columns in field order, for reads that build Items from plain tuples.
 ITEM_COLUMNS = tuple(f.name for f in fields(Item))
+_JSON_COLUMNS = (ITEM_COLUMNS.index("payload"), ITEM_COLUMNS.index("result"))
 
 
 def item_from_values(values: Sequence[Any]) -> Item:
     """An Item from its column values in ``ITEM_COLUMNS`` order, read raw from SQLite: the JSON
     columns are still text. Much cheaper than a SQLAlchemy row on the worker's claim path."""
-    result = values[14]
-    return Item(
-        *values[:3],
-        json.loads(values[3]),
-        *values[4:14],
-        None if result is None else json.loads(result),
-        values[15],
-    )
+    values = list(values)
+    for i in _JSON_COLUMNS:
+        if values[i] is not None:
+            values[i] = json.loads(values[i])
+    return Item(*values)
 
 
 def cut_error(error: str) -> str:
