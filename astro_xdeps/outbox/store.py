@@ -221,13 +221,15 @@ class Outbox:
         lease_seconds: float,
         now: float | None = None,
         targets: Collection[str] | None = None,
+        exclude_targets: Collection[str] = (),
     ) -> list[Item]:
         """Lease up to ``limit`` due items to ``owner``, oldest first, and return them.
 
         Due: pending, ``next_attempt_at <= now`` and no live lease. Each claimed item gets
         ``attempts + 1``, ``lease_owner = owner`` and ``lease_until = now + lease_seconds``; its
         ``next_attempt_at`` moves to ``lease_until`` too, so :meth:`next_due_at` reports when an
-        unfinished lease could be taken over. ``targets`` restricts the claim to those targets.
+        unfinished lease could be taken over. ``targets`` restricts the claim to those targets;
+        the items of ``exclude_targets`` (the worker's open breakers) are left alone.
         """
         check_owner(owner)
         if limit < 1:
@@ -235,6 +237,7 @@ class Outbox:
         if not lease_seconds > 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         check_targets(targets)
+        check_targets(exclude_targets)
         if targets is not None and not targets:
             return []
         now = time.time() if now is None else now
@@ -244,6 +247,9 @@ class Outbox:
         if targets is None and sql is not None:
             # The worker's claim on SQLite: one statement on the driver's connection, plain tuples
             # back. SQLAlchemy's per-row processing cost more than the statement itself.
+            if exclude_targets:
+                sql = _sqlite_claim(self._table.name, excluded=len(exclude_targets))
+                params.update({f"c_x{i}": target for i, target in enumerate(exclude_targets)})
             rows = self.write(
                 "claim", lambda conn: conn.connection.driver_connection.execute(sql, params).fetchall()
             )
@@ -252,6 +258,9 @@ class Outbox:
         due = statements["due"] if targets is None else statements["due in targets"]
         if targets is not None:
             params["c_targets"] = list(targets)
+        if exclude_targets:
+            due = due.where(statements["not excluded"])
+            params["c_excluded"] = list(exclude_targets)
 
         def claim(conn: sa.Connection) -> list[Any]:
             ids = list(conn.execute(due, params).scalars())
@@ -514,6 +523,7 @@ class Outbox:
             "sqlite": _sqlite_claim(t.name) if self._dialect == "sqlite" and _SQLITE_RETURNING else None,
             "due": due,
             "due in targets": due.where(t.c.target.in_(sa.bindparam("c_targets", expanding=True))),
+            "not excluded": t.c.target.not_in(sa.bindparam("c_excluded", expanding=True)),
             "update": update,
             "update returning": update.returning(*t.c) if supports_returning(self._dialect) else None,
             # The rows the update changed (what RETURNING gives), read back under the same lock.
@@ -586,19 +596,25 @@ class Outbox:
         with self._read("status") as conn:
             return status_module.status(conn, self._table, self._counts, now)
 
-    def next_due_at(self, targets: Collection[str] | None = None) -> float | None:
+    def next_due_at(
+        self, targets: Collection[str] | None = None, *, exclude_targets: Collection[str] = ()
+    ) -> float | None:
         """When the earliest pending item becomes claimable (may be in the past); None if none pending.
 
         Leased items count with their lease expiry, so a worker sleeping until this time also
-        wakes up to take over the items of a worker that died.
+        wakes up to take over the items of a worker that died. ``targets`` and
+        ``exclude_targets`` narrow the items as in :meth:`claim`.
         """
         t = self._table
         stmt = sa.select(sa.func.min(t.c.next_attempt_at)).where(t.c.state == PENDING)
         check_targets(targets)
+        check_targets(exclude_targets)
         if targets is not None:
             if not targets:
                 return None
             stmt = stmt.where(t.c.target.in_(list(targets)))
+        if exclude_targets:
+            stmt = stmt.where(t.c.target.not_in(list(exclude_targets)))
         with self._read("next_due_at") as conn:
             value = conn.execute(stmt).scalar()
         return None if value is None else float(value)
@@ -682,18 +698,22 @@ class Outbox:
         return changed
 
 
-def _sqlite_claim(table: str) -> str:
+def _sqlite_claim(table: str, *, excluded: int = 0) -> str:
     """claim's statements as one SQLite ``UPDATE ... RETURNING``, with its named parameters.
 
     Claims the same rows as ``due`` then ``update`` in :attr:`Outbox._claim_statements`; the
     write lock (``BEGIN IMMEDIATE``) keeps other processes out as it does for those.
+    ``excluded``: how many targets (``:c_x0`` ...) to leave out.
     """
+    not_excluded = (
+        f"AND target NOT IN ({', '.join(f':c_x{i}' for i in range(excluded))}) " if excluded else ""
+    )
     return (
         f'UPDATE "{table}" SET attempts = attempts + 1, lease_owner = :c_owner, lease_until = :c_until, '
         "next_attempt_at = :c_until, updated_at = :c_now "
         f"WHERE state = '{PENDING}' AND id IN ("
         f"SELECT id FROM \"{table}\" WHERE state = '{PENDING}' AND next_attempt_at <= :c_now "
-        "AND (lease_until IS NULL OR lease_until <= :c_now) ORDER BY id LIMIT :c_limit) "
+        f"AND (lease_until IS NULL OR lease_until <= :c_now) {not_excluded}ORDER BY id LIMIT :c_limit) "
         f"RETURNING {', '.join(ITEM_COLUMNS)}"
     )
 

@@ -23,6 +23,9 @@ Outcomes are written in batches (:meth:`Outbox.finish_many`, gathered by
 only once its outcome is durable. A crash in between leaves the item leased; it comes back when
 the lease runs out, ``attempts`` raised, so the next try looks downstream before sending again.
 
+A target that refuses connections gets its breaker opened
+(:mod:`~astro_xdeps.outbox.breakers`): none of its items are claimed until a probe is due.
+
 Delivered items are purged after ``purge_after`` seconds (``[astro_xdeps] delivered_retention``),
 once per ``purge_interval``, by the worker's thread.
 """
@@ -48,6 +51,7 @@ from astro_xdeps.exceptions import (
     XdepsError,
 )
 from astro_xdeps.outbox import pacing
+from astro_xdeps.outbox.breakers import Breakers
 from astro_xdeps.outbox.models import Item, Outcome
 from astro_xdeps.outbox.outcome_batch import DrainStats, OutcomeBatch
 from astro_xdeps.outbox.sending import ClientPool, send_item
@@ -103,6 +107,10 @@ class DeliveryWorker:
         self._held_lock = threading.Lock()
         self._send_seconds: float | None = None  # moving average of one send's duration
         self._next_purge = 0.0  # time.monotonic() of the next purge
+        # Targets that refused connections: their items are not claimed until a probe is due.
+        self._breakers = Breakers(
+            lambda trips: backoff_delay(trips, base=self.backoff_base, maximum=self.backoff_max)
+        )
 
     # -- one batch ---------------------------------------------------------------------------
     def claim_limit(self) -> int:
@@ -119,7 +127,11 @@ class DeliveryWorker:
         """Claim one batch of due items and deliver them; returns what happened."""
         now = self.clock()
         items = self.outbox.claim(
-            self.owner, limit=self.claim_limit(), lease_seconds=self.lease_seconds, now=now
+            self.owner,
+            limit=self.claim_limit(),
+            lease_seconds=self.lease_seconds,
+            now=now,
+            exclude_targets=self._breakers.excluded(now),
         )
         stats = DrainStats()
         if not items:
@@ -312,9 +324,18 @@ class DeliveryWorker:
             return Outcome.dead(item.id, f"rejected by the target, not retried: {exc}")
         except (TransientError, NotFoundError, AuthError, ConfigError) as exc:
             if isinstance(exc, TransientError) and exc.status is None and not exc.ambiguous:
-                # Unreachable (refused, connect timeout), not merely busy: skip its other items.
+                # Unreachable (refused, connect timeout), not merely busy: skip its other items,
+                # and claim none of its items until the breaker's probe is due.
                 with lock:
+                    first = item.target not in down
                     down.add(item.target)
+                if first:
+                    delay = self._breakers.trip(item.target, self.clock())
+                    log.warning(
+                        "Target %s is unreachable: its items wait %.0fs before the next try",
+                        item.target,
+                        delay,
+                    )
             if isinstance(exc, (AuthError, ConfigError)):
                 self.clients.invalidate(item.target)  # re-read the connection next time
             return self._fail(item, str(exc), getattr(exc, "retry_after", None))
@@ -323,6 +344,8 @@ class DeliveryWorker:
             return self._fail(item, f"{type(exc).__name__}: {exc}", None)
         finally:
             self._record_send_time(time.monotonic() - started)
+        if self._breakers.reset(item.target):
+            log.info("Target %s is reachable again; delivering its items", item.target)
         return Outcome.delivered(item.id, result)
 
     def _record_send_time(self, seconds: float) -> None:
@@ -389,6 +412,14 @@ class DeliveryWorker:
             initializer=pacing.background_thread,
         )
 
+    def _next_due(self) -> float | None:
+        """When the next item may be claimed: the earliest due item of a target without an open
+        breaker, or the earliest probe."""
+        now = self.clock()
+        due = self.outbox.next_due_at(exclude_targets=self._breakers.excluded(now))
+        probe = self._breakers.next_probe(now)
+        return min((t for t in (due, probe) if t is not None), default=None)
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -406,7 +437,7 @@ class DeliveryWorker:
                 stats = self.deliver_due()
                 if stats.handled:
                     continue  # more may be due right away
-                next_due = self.outbox.next_due_at()
+                next_due = self._next_due()
             except XdepsError as exc:
                 log.warning("Delivery worker: %s", exc)
                 next_due = None

@@ -537,6 +537,55 @@ def test_one_target_down_does_not_hold_back_another(
     assert len([c for c in rsps.calls if c.request.url.startswith(BASE)]) == 1
 
 
+def test_an_unreachable_target_is_left_alone_until_its_probe(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its breaker: while it is open the target's items are not claimed (no write, no connection
+    attempt, attempts unchanged); at the probe they go out; a success closes the breaker."""
+    refused = rsps.get(assets_url(), body=requests.ConnectionError("[Errno 111] Connection refused"))
+    clock = Clock()
+    worker = make_worker(concurrency=1, clock=clock, backoff_base=10.0)  # first probe in 5..10 s
+    [first] = enqueue(outbox, asset_item(1))
+    assert worker.deliver_due() == DrainStats(retried=1)
+    assert "Target down is unreachable: its items wait" in caplog.text
+
+    waiting = enqueue(outbox, asset_item(2), asset_item(3))  # due now, but their target is down
+    clock.advance(4.9)
+    assert worker.deliver_due() == DrainStats()
+    assert refused.call_count == 1
+    assert [get(outbox, i).attempts for i in waiting] == [0, 0]
+    # The worker sleeps until the probe (or item 1's retry), not "due now" on the waiting items.
+    next_due = worker._next_due()
+    assert next_due is not None and clock.now < next_due <= clock.now + 5.2
+
+    rsps.remove(refused)
+    register_asset(rsps)
+    rsps.get(events_url(), json={"asset_events": [], "total_entries": 0}, match=recent_events_match())
+    rsps.post(events_url(), json={"id": 1})
+    clock.advance(5.2)  # past the probe and item 1's retry
+    assert worker.deliver_due() == DrainStats(delivered=3)
+    assert "Target down is reachable again" in caplog.text
+    assert [get(outbox, i).state for i in [first, *waiting]] == [DELIVERED] * 3
+
+
+def test_a_probe_refused_again_waits_longer(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker
+) -> None:
+    refused = rsps.get(assets_url(), body=requests.ConnectionError("[Errno 111] Connection refused"))
+    clock = Clock()
+    worker = make_worker(concurrency=1, clock=clock, backoff_base=10.0)
+    enqueue(outbox, asset_item(1))
+    worker.deliver_due()
+    clock.advance(10.1)  # probe due (first wait: 5..10 s)
+    enqueue(outbox, asset_item(2))
+    assert worker.deliver_due() == DrainStats(retried=2)
+    assert refused.call_count == 2  # one probe: the second item was not sent
+    clock.advance(9.9)  # the second wait is 10..20 s
+    enqueue(outbox, asset_item(3))
+    assert worker.deliver_due() == DrainStats()
+    assert refused.call_count == 2
+
+
 def test_targets_are_interleaved(rsps: responses.RequestsMock, outbox: Outbox, make_worker) -> None:
     register_asset(rsps, BASE)
     register_asset(rsps, OTHER)

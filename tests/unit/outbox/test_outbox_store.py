@@ -144,6 +144,23 @@ def test_claim_takes_oldest_first_up_to_limit_and_only_named_targets(outbox: Out
     assert [i.id for i in rest] == [ids[0], ids[2], ids[4], ids[5]]
 
 
+def test_claim_leaves_excluded_targets_alone(outbox: Outbox) -> None:
+    """The worker's open breakers: their items are neither claimed nor touched."""
+    targets = ["prod", "dev", "qa", "prod", "dev", "qa"]
+    ids = [r.id for r in outbox.enqueue([new(f"k{i}", target=t) for i, t in enumerate(targets)])]
+    now = later()
+    claimed = outbox.claim("w", limit=10, lease_seconds=LEASE, now=now, exclude_targets=["dev", "qa"])
+    assert [i.id for i in claimed] == [ids[0], ids[3]]
+    # With targets too (the statement the PostgreSQL and targeted claims build).
+    qa = outbox.claim(
+        "w", limit=10, lease_seconds=LEASE, now=now, targets=["qa", "dev"], exclude_targets=["dev"]
+    )
+    assert [i.id for i in qa] == [ids[2], ids[5]]
+    untouched = outbox.get(ids[1])
+    assert untouched is not None and (untouched.attempts, untouched.lease_owner) == (0, None)
+    assert [i.id for i in outbox.claim("w", limit=10, lease_seconds=LEASE, now=now)] == [ids[1], ids[4]]
+
+
 def test_claim_rejects_nonsense_arguments(outbox: Outbox) -> None:
     with pytest.raises(ValueError, match="limit"):
         outbox.claim("w", limit=0, lease_seconds=LEASE)
@@ -305,6 +322,9 @@ def test_next_due_at(outbox: Outbox) -> None:
     assert outbox.next_due_at(targets=["prod"]) == pytest.approx(t + LEASE)
     assert outbox.next_due_at(targets=["dev"]) == pytest.approx(due)
     assert outbox.next_due_at(targets=[]) is None
+    assert outbox.next_due_at(exclude_targets=["prod"]) == pytest.approx(due)
+    assert outbox.next_due_at(exclude_targets=["dev"]) == pytest.approx(t + LEASE)
+    assert outbox.next_due_at(exclude_targets=["dev", "prod"]) is None
 
 
 def test_purge_deletes_only_old_delivered_items_and_never_reuses_ids(
