@@ -139,6 +139,10 @@ def ensure_worker() -> DeliveryWorker | None:
     scheduler's worker (or ``astro-xdeps outbox drain --follow``) finds the items within its
     poll interval. This is how Airflow 2's ``on_dataset_changed`` (a task-process hook) forwards.
     """
+    worker = _worker
+    if worker is not None and worker.running:  # started before, so allowed: skip reading the config
+        worker.wake()
+        return worker
     if not settings.delivery_worker():
         return None
     if _in_task:
