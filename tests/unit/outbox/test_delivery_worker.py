@@ -586,6 +586,31 @@ def test_a_probe_refused_again_waits_longer(
     assert refused.call_count == 2
 
 
+def test_fast_sends_go_out_from_the_workers_thread_and_slow_ones_from_the_senders(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker
+) -> None:
+    """A send that waits on the CPU (the GIL), not the network, gains nothing from more threads:
+    the worker's own thread sends; once sends turn slow, the sender threads take the rest."""
+    register_asset(rsps)
+    senders: list[str] = []
+    worker = make_worker(concurrency=4)
+
+    def post(request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        senders.append(threading.current_thread().name)
+        if len(senders) == 2:
+            worker._send_seconds = 1.0  # the downstream turned slow
+        return 200, {}, json.dumps({"id": len(senders)})
+
+    rsps.add_callback(responses.POST, events_url(), callback=post)
+    worker._send_seconds = 0.001  # measured fast
+    enqueue(outbox, *(asset_item(n) for n in range(1, 7)))
+
+    assert worker.deliver_due() == DrainStats(delivered=6)
+    here = threading.current_thread().name
+    assert senders[:2] == [here, here]
+    assert senders[2:] and all(name.startswith("xdeps-send") for name in senders[2:])
+
+
 def test_targets_are_interleaved(rsps: responses.RequestsMock, outbox: Outbox, make_worker) -> None:
     register_asset(rsps, BASE)
     register_asset(rsps, OTHER)

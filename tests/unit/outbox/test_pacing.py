@@ -55,14 +55,15 @@ def test_the_workers_threads_yield_to_hooks_and_a_hooks_thread_does_not(
     worker = DeliveryWorker(
         outbox, clients=ClientPool(factory=lambda _: DeploymentClient(config)), concurrency=2
     )
+    worker._send_seconds = 1.0  # sends measured slow: the sender threads send, not the delivery thread
     try:
         worker.start()  # its first claim commits from the delivery thread
-        [result] = outbox.enqueue([asset_item(1)])
+        results = outbox.enqueue([asset_item(1), asset_item(2)])
         worker.wake()
         deadline = time.monotonic() + 10
-        while outbox.get(result.id).state != DELIVERED and time.monotonic() < deadline:
+        while {outbox.get(r.id).state for r in results} != {DELIVERED} and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert outbox.get(result.id).state == DELIVERED
+        assert {outbox.get(r.id).state for r in results} == {DELIVERED}
     finally:
         worker.stop(timeout=5)
         worker.clients.close()
