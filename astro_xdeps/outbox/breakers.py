@@ -7,10 +7,11 @@ nothing. (Within one batch, the items after the first refusal were already not s
 still claimed and rescheduled one by one.)
 
 So the first refusal in a batch opens the target's breaker: its items stay pending, untouched,
-until the probe time. Then the worker claims them as usual and the first send is the probe:
-a success closes the breaker, another refusal opens it again for about twice as long (the
-worker's backoff, up to its ``backoff_max``). Nothing is lost or reordered: the items keep their
-place, their attempts and their retry horizon.
+until the probe time. Then the worker claims one of them, and its send is the probe: an answer
+closes the breaker (the rest follow in the next batch), another refusal opens it again for about
+twice as long (the worker's backoff, up to its ``backoff_max``). A target with nothing due at
+the probe time has nothing to hold back: its breaker closes. Nothing is lost or reordered: the
+items keep their place, their attempts and their retry horizon.
 
 Only "unreachable" opens a breaker (connection refused, connect timeout): a downstream that
 answers, even with 5xx or 429, or that hangs after accepting, keeps its per-item retries.
@@ -40,18 +41,23 @@ class Breakers:
         return delay
 
     def reset(self, target: str) -> bool:
-        """``target`` answered: close its breaker; True if it was open."""
+        """``target`` answered (or has nothing due): close its breaker; True if it was open."""
         if target not in self._open:  # the common case, without the lock: a send to a healthy target
             return False
         with self._lock:
             return self._open.pop(target, None) is not None
 
-    def excluded(self, now: float) -> list[str]:
-        """The targets whose items are not to be claimed at ``now`` (probe not due yet), sorted."""
+    def open_targets(self) -> list[str]:
+        """The targets whose breaker is open, sorted: their items are claimed only as probes."""
         with self._lock:
-            return sorted(t for t, (probe_at, _) in self._open.items() if probe_at > now)
+            return sorted(self._open)
 
-    def next_probe(self, now: float) -> float | None:
-        """When the earliest probe after ``now`` is due; None if no breaker is waiting for one."""
+    def probes_due(self, now: float) -> list[str]:
+        """The targets whose probe is due at ``now``, sorted."""
         with self._lock:
-            return min((p for p, _ in self._open.values() if p > now), default=None)
+            return sorted(t for t, (probe_at, _) in self._open.items() if probe_at <= now)
+
+    def next_probe(self) -> float | None:
+        """When the earliest probe is due (maybe past); None if no breaker is open."""
+        with self._lock:
+            return min((p for p, _ in self._open.values()), default=None)

@@ -382,6 +382,41 @@ class Outbox:
         )
         return self.write("retry", lambda conn: conn.execute(stmt).rowcount)
 
+    def give_up(self, target: str, *, started_before: float, reason: str, now: float | None = None) -> int:
+        """Make dead the pending items of ``target`` whose retry horizon started before
+        ``started_before`` (and that no worker holds); return how many.
+
+        For the worker's open breakers: their items are not claimed, so no send finds them past
+        the horizon. In batches, each its own short write, as :meth:`purge_delivered`.
+        """
+        now = time.time() if now is None else now
+        t = self._table
+        horizon_start = sa.func.coalesce(t.c.retried_at, t.c.created_at)
+        expired = (
+            t.c.target == target,
+            t.c.state == PENDING,
+            horizon_start < started_before,
+            _no_live_lease(t, now),
+        )
+        batch = sa.select(t.c.id).where(*expired).order_by(t.c.id).limit(PURGE_BATCH)
+
+        def give_up(conn: sa.Connection) -> int:
+            ids = list(conn.execute(batch).scalars())
+            if ids:
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.id.in_(ids), *expired)
+                    .values(state=DEAD, last_error=reason, lease_owner=None, lease_until=None, updated_at=now)
+                )
+            return len(ids)
+
+        total = 0
+        while True:
+            n = self.write("give_up", give_up)
+            total += n
+            if n < PURGE_BATCH:
+                return total
+
     def purge_delivered(self, older_than_seconds: float, *, now: float | None = None) -> int:
         """Delete items delivered more than ``older_than_seconds`` ago; return how many.
 

@@ -24,7 +24,8 @@ only once its outcome is durable. A crash in between leaves the item leased; it 
 the lease runs out, ``attempts`` raised, so the next try looks downstream before sending again.
 
 A target that refuses connections gets its breaker opened
-(:mod:`~astro_xdeps.outbox.breakers`): none of its items are claimed until a probe is due.
+(:mod:`~astro_xdeps.outbox.breakers`): none of its items are claimed until a probe is due, and
+then one.
 
 Delivered items are purged after ``purge_after`` seconds (``[astro_xdeps] delivered_retention``),
 once per ``purge_interval``, by the worker's thread.
@@ -134,8 +135,9 @@ class DeliveryWorker:
             limit=self.claim_limit(),
             lease_seconds=self.lease_seconds,
             now=now,
-            exclude_targets=self._breakers.excluded(now),
+            exclude_targets=self._breakers.open_targets(),
         )
+        items += self._claim_probes(now)
         stats = DrainStats()
         if not items:
             return stats
@@ -185,6 +187,36 @@ class DeliveryWorker:
                 for item in items:
                     self._held.pop(item.id, None)
         return stats
+
+    def _claim_probes(self, now: float) -> list[Item]:
+        """One item of each target whose breaker's probe is due: its send is the probe.
+
+        A target with nothing due has nothing to hold back: its breaker closes. Its items past
+        the retry horizon are dead first, as a send would have found them.
+        """
+        probes: list[Item] = []
+        for target in self._breakers.probes_due(now):
+            hours = self.retry_horizon / 3600
+            dead = self.outbox.give_up(
+                target,
+                started_before=now - self.retry_horizon,
+                reason=f"gave up after {hours:g} h of retries: the target was unreachable",
+                now=now,
+            )
+            if dead:
+                log.error(
+                    "%d outbox item(s) to %s are dead: the target was unreachable for %g h",
+                    dead,
+                    target,
+                    hours,
+                )
+            claimed = self.outbox.claim(
+                self.owner, limit=1, lease_seconds=self.lease_seconds, now=now, targets=[target]
+            )
+            if not claimed:
+                self._breakers.reset(target)
+            probes += claimed
+        return probes
 
     def _sends_here(self, left: int) -> bool:
         """Whether the worker's own thread sends the next of ``left`` items, not the sender threads.
@@ -350,6 +382,7 @@ class DeliveryWorker:
         try:
             result = self._send(item)
         except RequestRejected as exc:
+            self._answered(item.target)
             log.error("Outbox item %s to %s is dead: %s", item.id, item.target, exc)
             return Outcome.dead(item.id, f"rejected by the target, not retried: {exc}")
         except (TransientError, NotFoundError, AuthError, ConfigError) as exc:
@@ -366,6 +399,8 @@ class DeliveryWorker:
                         item.target,
                         delay,
                     )
+            elif not isinstance(exc, ConfigError):
+                self._answered(item.target)  # with an error, but it answered
             if isinstance(exc, (AuthError, ConfigError)):
                 self.clients.invalidate(item.target)  # re-read the connection next time
             return self._fail(item, str(exc), getattr(exc, "retry_after", None))
@@ -374,9 +409,13 @@ class DeliveryWorker:
             return self._fail(item, f"{type(exc).__name__}: {exc}", None)
         finally:
             self._record_send_time(time.monotonic() - started)
-        if self._breakers.reset(item.target):
-            log.info("Target %s is reachable again; delivering its items", item.target)
+        self._answered(item.target)
         return Outcome.delivered(item.id, result)
+
+    def _answered(self, target: str) -> None:
+        """``target`` answered a request: its breaker (if open) closes."""
+        if self._breakers.reset(target):
+            log.info("Target %s is reachable again; delivering its items", target)
 
     def _record_send_time(self, seconds: float) -> None:
         with self._held_lock:
@@ -444,10 +483,9 @@ class DeliveryWorker:
 
     def _next_due(self) -> float | None:
         """When the next item may be claimed: the earliest due item of a target without an open
-        breaker, or the earliest probe."""
-        now = self.clock()
-        due = self.outbox.next_due_at(exclude_targets=self._breakers.excluded(now))
-        probe = self._breakers.next_probe(now)
+        breaker, or the earliest probe (when that target has nothing due, its probe closes it)."""
+        due = self.outbox.next_due_at(exclude_targets=self._breakers.open_targets())
+        probe = self._breakers.next_probe()
         return min((t for t in (due, probe) if t is not None), default=None)
 
     @property

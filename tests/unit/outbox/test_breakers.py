@@ -11,25 +11,25 @@ def doubling(trips: int) -> float:
     return 10.0 * 2 ** (trips - 1)
 
 
-def test_a_tripped_target_is_excluded_until_its_probe_is_due() -> None:
+def test_a_tripped_target_is_open_and_its_probe_due_after_the_delay() -> None:
     breakers = Breakers(doubling)
-    assert breakers.excluded(100.0) == []
-    assert breakers.next_probe(100.0) is None
+    assert breakers.open_targets() == []
+    assert breakers.next_probe() is None
 
     assert breakers.trip("prod", 100.0) == 10.0
-    assert breakers.excluded(100.0) == ["prod"]
-    assert breakers.excluded(109.9) == ["prod"]
-    assert breakers.next_probe(100.0) == 110.0
-    # Probe due: claimed again (the breaker stays open until a send succeeds or fails).
-    assert breakers.excluded(110.0) == []
-    assert breakers.next_probe(110.0) is None
+    assert breakers.open_targets() == ["prod"]
+    assert breakers.probes_due(109.9) == []
+    assert breakers.next_probe() == 110.0
+    # Probe due: the breaker stays open (one item is claimed) until the target answers or refuses.
+    assert breakers.probes_due(110.0) == ["prod"]
+    assert breakers.open_targets() == ["prod"]
 
 
 def test_each_refusal_in_a_row_waits_longer_and_a_success_starts_over() -> None:
     breakers = Breakers(doubling)
     assert [breakers.trip("prod", 0.0) for _ in range(3)] == [10.0, 20.0, 40.0]
     assert breakers.reset("prod") is True
-    assert breakers.excluded(0.0) == []
+    assert breakers.open_targets() == []
     assert breakers.reset("prod") is False  # already closed
     assert breakers.trip("prod", 0.0) == 10.0
 
@@ -39,12 +39,14 @@ def test_targets_are_independent() -> None:
     breakers.trip("prod", 0.0)
     breakers.trip("dev", 5.0)
     breakers.trip("dev", 5.0)
-    assert breakers.excluded(6.0) == ["dev", "prod"]
-    assert breakers.next_probe(6.0) == 10.0
-    assert breakers.excluded(12.0) == ["dev"]  # dev's second refusal: 20 s from 5 s
-    assert breakers.next_probe(12.0) == 25.0
+    assert breakers.open_targets() == ["dev", "prod"]
+    assert breakers.next_probe() == 10.0
+    assert breakers.probes_due(12.0) == ["prod"]  # dev's second refusal: 20 s from 5 s
+    assert breakers.probes_due(25.0) == ["dev", "prod"]
+    breakers.reset("prod")
+    assert breakers.next_probe() == 25.0
     breakers.reset("dev")
-    assert breakers.excluded(12.0) == []
+    assert breakers.open_targets() == []
 
 
 def test_senders_trip_and_reset_from_several_threads() -> None:
@@ -63,4 +65,4 @@ def test_senders_trip_and_reset_from_several_threads() -> None:
     for t in threads:
         t.join()
     breakers.trip("t0", 0.0)
-    assert breakers.excluded(0.0) == ["t0"]
+    assert breakers.open_targets() == ["t0"]

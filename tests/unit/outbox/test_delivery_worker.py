@@ -541,7 +541,7 @@ def test_an_unreachable_target_is_left_alone_until_its_probe(
     rsps: responses.RequestsMock, outbox: Outbox, make_worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its breaker: while it is open the target's items are not claimed (no write, no connection
-    attempt, attempts unchanged); at the probe they go out; a success closes the breaker."""
+    attempt, attempts unchanged); at the probe one goes out; its success closes the breaker."""
     refused = rsps.get(assets_url(), body=requests.ConnectionError("[Errno 111] Connection refused"))
     clock = Clock()
     worker = make_worker(concurrency=1, clock=clock, backoff_base=10.0)  # first probe in 5..10 s
@@ -563,8 +563,9 @@ def test_an_unreachable_target_is_left_alone_until_its_probe(
     rsps.get(events_url(), json={"asset_events": [], "total_entries": 0}, match=recent_events_match())
     rsps.post(events_url(), json={"id": 1})
     clock.advance(5.2)  # past the probe and item 1's retry
-    assert worker.deliver_due() == DrainStats(delivered=3)
+    assert worker.deliver_due() == DrainStats(delivered=1)  # the probe: the oldest item
     assert "Target down is reachable again" in caplog.text
+    assert worker.deliver_due() == DrainStats(delivered=2)
     assert [get(outbox, i).state for i in [first, *waiting]] == [DELIVERED] * 3
 
 
@@ -577,13 +578,50 @@ def test_a_probe_refused_again_waits_longer(
     enqueue(outbox, asset_item(1))
     worker.deliver_due()
     clock.advance(10.1)  # probe due (first wait: 5..10 s)
-    enqueue(outbox, asset_item(2))
-    assert worker.deliver_due() == DrainStats(retried=2)
-    assert refused.call_count == 2  # one probe: the second item was not sent
+    [second] = enqueue(outbox, asset_item(2))
+    assert worker.deliver_due() == DrainStats(retried=1)  # one probe, the oldest item
+    assert refused.call_count == 2
+    assert get(outbox, second).attempts == 0
     clock.advance(9.9)  # the second wait is 10..20 s
-    enqueue(outbox, asset_item(3))
     assert worker.deliver_due() == DrainStats()
     assert refused.call_count == 2
+
+
+def test_items_of_a_target_down_past_the_retry_horizon_are_dead_at_its_next_probe(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its breaker keeps them from being claimed, so no send finds them past the horizon."""
+    rsps.get(assets_url(), body=requests.ConnectionError("[Errno 111] Connection refused"))
+    clock = Clock()
+    worker = make_worker(concurrency=1, clock=clock, retry_horizon=HOUR, backoff_max=2 * HOUR)
+    [first] = enqueue(outbox, asset_item(1))
+    worker.deliver_due()  # refused: the breaker opens
+    waiting = [first, *enqueue(outbox, asset_item(2), asset_item(3))]
+    worker._breakers.trip("down", clock.now)  # refused again, and again: the next probe is far off
+    worker._breakers.trip("down", clock.now)
+    clock.advance(HOUR + 1)
+    assert [get(outbox, i).state for i in waiting] == [PENDING] * 3
+
+    worker.deliver_due()
+
+    for item_id in waiting:
+        item = get(outbox, item_id)
+        assert (item.state, item.last_error) == (
+            DEAD,
+            "gave up after 1 h of retries: the target was unreachable",
+        )
+    assert "3 outbox item(s) to down are dead: the target was unreachable for 1 h" in caplog.text
+
+
+def test_a_probe_with_nothing_due_closes_the_breaker(outbox: Outbox, make_worker) -> None:
+    clock = Clock()
+    worker = make_worker(clock=clock)
+    worker._breakers.trip("down", clock.now)
+    assert worker._next_due() == pytest.approx(worker._breakers.next_probe())
+    clock.advance(1.1)
+    assert worker.deliver_due() == DrainStats()
+    assert worker._breakers.open_targets() == []
+    assert worker._next_due() is None
 
 
 def test_fast_sends_go_out_from_the_workers_thread_and_slow_ones_from_the_senders(
@@ -797,3 +835,4 @@ def test_stop_during_a_batch_ends_the_thread_and_records_what_was_sent(
     assert 1 <= states.count(DELIVERED) < len(ids)  # the sends under way finished and were recorded
     assert set(states) == {DELIVERED, PENDING}  # the others wait for their lease to run out
     assert len(posts(rsps)) == states.count(DELIVERED)
+

@@ -346,6 +346,30 @@ def test_purge_deletes_only_old_delivered_items_and_never_reuses_ids(
         outbox.purge_delivered(-1)
 
 
+def test_give_up_makes_dead_only_the_targets_free_items_past_the_horizon(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PURGE_BATCH", 2)  # exercise the batching
+    old = [r.id for r in outbox.enqueue([new(f"old{i}") for i in range(5)])]
+    [other] = outbox.enqueue([new("other", target="dev")])
+    [leased] = outbox.claim("w", limit=1, lease_seconds=LEASE, now=later())  # the oldest, held
+    cutoff = time.time()  # everything above started before it
+    time.sleep(0.01)
+    [young] = outbox.enqueue([new("young")])
+    outbox.claim("w2", limit=10, lease_seconds=0.001, now=later(), targets=["dev"])  # lease ran out
+
+    dead = outbox.give_up("prod", started_before=cutoff, reason="gave up: unreachable", now=later())
+
+    assert dead == 4
+    assert leased.id == old[0] and outbox.get(old[0]).state == PENDING  # a worker holds it
+    for item_id in old[1:]:
+        item = outbox.get(item_id)
+        assert (item.state, item.last_error, item.lease_owner) == (DEAD, "gave up: unreachable", None)
+    assert outbox.get(other.id).state == PENDING  # another target
+    assert outbox.get(young.id).state == PENDING  # its horizon started after the cutoff
+    assert outbox.give_up("prod", started_before=cutoff, reason="again", now=later()) == 0
+
+
 # -- durability and lifecycle --------------------------------------------------------------------
 
 
