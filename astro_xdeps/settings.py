@@ -109,7 +109,13 @@ OPTIONS: dict[str, Option] = {
             "when mounted in the api-server, open on a standalone relay listening on loopback.",
             sensitive=True,
         ),
-        Option("target_concurrency", "4", "Requests in flight per target deployment.", type="integer"),
+        Option(
+            "target_concurrency",
+            "4",
+            "Requests in flight per delivery worker while sends take 5 ms or more; faster ones "
+            "go out one at a time.",
+            type="integer",
+        ),
         Option(
             "delivered_retention",
             "604800",
