@@ -21,6 +21,7 @@ from responses import matchers
 from astro_xdeps.client import DeploymentClient, DeploymentConfig
 from astro_xdeps.exceptions import ConfigError
 from astro_xdeps.outbox import ASSET_EVENT, DAG_RUN, DEAD, DELIVERED, PENDING, Item, NewItem, Outbox
+from astro_xdeps.outbox import worker as worker_module
 from astro_xdeps.outbox.worker import ClientPool, DeliveryWorker, DrainStats, backoff_delay
 
 BASE = "https://down.example.com"
@@ -836,3 +837,31 @@ def test_stop_during_a_batch_ends_the_thread_and_records_what_was_sent(
     assert set(states) == {DELIVERED, PENDING}  # the others wait for their lease to run out
     assert len(posts(rsps)) == states.count(DELIVERED)
 
+
+def test_items_enqueued_close_together_share_one_claim(
+    rsps: responses.RequestsMock, outbox: Outbox, make_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken by an enqueue, the worker waits CLAIM_GATHER_SECONDS for the next ones: one claim
+    and one outcome write for all of them, not one each."""
+    monkeypatch.setattr(worker_module, "CLAIM_GATHER_SECONDS", 0.5)
+    register_asset(rsps)
+    rsps.post(events_url(), json={"id": 1})
+    claimed: list[int] = []
+    real_claim = outbox.claim
+
+    def counting_claim(*args: Any, **kwargs: Any) -> list[Item]:
+        items = real_claim(*args, **kwargs)
+        claimed.append(len(items))
+        return items
+
+    monkeypatch.setattr(outbox, "claim", counting_claim)
+    worker = make_worker(idle_poll=60.0)
+    worker.start()
+    assert wait_for(lambda: claimed == [0])  # idle now
+    ids = []
+    for n in range(1, 6):
+        ids += enqueue(outbox, asset_item(n))
+        worker.wake()
+
+    assert wait_for(lambda: all(get(outbox, i).state == DELIVERED for i in ids))
+    assert [n for n in claimed if n] == [5]
