@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from astro_xdeps.outbox.models import DEAD, DELIVERED, Item, Outcome
 
 # Outcomes wait at most OUTCOME_GATHER_SECONDS for others to share their write transaction, and
-# at most OUTCOME_BATCH of them share one. When at least OUTCOME_BUSY have gathered by then (a fast
-# downstream: 500+ a second), they go on gathering up to OUTCOME_GATHER_BUSY_SECONDS: each write
-# costs the senders more than its rows (GIL hand-overs at every SQLite call), so fewer, fuller
-# writes deliver faster; a trickle is still written after OUTCOME_GATHER_SECONDS.
-OUTCOME_GATHER_SECONDS = 0.02
-OUTCOME_GATHER_BUSY_SECONDS = 0.1
-OUTCOME_BUSY = 10
+# at most OUTCOME_BATCH of them share one. Each write costs more than its rows (GIL hand-overs at
+# every SQLite call, the write lock that a listener's hook in the same process may wait behind),
+# so fewer, fuller writes deliver faster and slow the hooks less: at 50 ms per send and four
+# senders, 20 ms of gathering still meant ~50 writes a second. An item waits at most this much
+# longer to be marked delivered; its lease covers it meanwhile.
+OUTCOME_GATHER_SECONDS = 0.1
 OUTCOME_BATCH = 200
 
 
@@ -52,10 +51,8 @@ class OutcomeBatch:
     """The outcomes of one claimed batch, handed over by the senders and taken to be written.
 
     :meth:`take` hands out what is due: everything once all senders are done, otherwise whatever
-    has gathered once the oldest waited :data:`OUTCOME_GATHER_SECONDS` (fewer than
-    :data:`OUTCOME_BUSY` waiting) or :data:`OUTCOME_GATHER_BUSY_SECONDS`, or
-    :data:`OUTCOME_BATCH` are waiting, so a fast downstream shares one transaction among many
-    outcomes and a slow one still sees each outcome written promptly.
+    has gathered once the oldest waited :data:`OUTCOME_GATHER_SECONDS` or :data:`OUTCOME_BATCH`
+    are waiting, so many outcomes share one transaction and each is still written promptly.
     """
 
     def __init__(self, size: int) -> None:
@@ -97,9 +94,7 @@ class OutcomeBatch:
                 due = self._added == self._size or len(self._outcomes) >= OUTCOME_BATCH
                 left = None
                 if not due and self._first_at is not None:
-                    busy = len(self._outcomes) >= OUTCOME_BUSY
-                    gather = OUTCOME_GATHER_BUSY_SECONDS if busy else OUTCOME_GATHER_SECONDS
-                    left = self._first_at + gather - time.monotonic()
+                    left = self._first_at + OUTCOME_GATHER_SECONDS - time.monotonic()
                     due = left <= 0
                 if due or not wait:
                     break

@@ -6,13 +6,7 @@ import pytest
 
 from astro_xdeps.outbox import outcome_batch
 from astro_xdeps.outbox.models import Outcome
-from astro_xdeps.outbox.outcome_batch import (
-    OUTCOME_BATCH,
-    OUTCOME_BUSY,
-    OUTCOME_GATHER_BUSY_SECONDS,
-    OUTCOME_GATHER_SECONDS,
-    OutcomeBatch,
-)
+from astro_xdeps.outbox.outcome_batch import OUTCOME_BATCH, OUTCOME_GATHER_SECONDS, OutcomeBatch
 
 
 class Clock:
@@ -39,23 +33,20 @@ def taken(batch: OutcomeBatch) -> int:
     return len(batch.take(wait=False)[1])
 
 
-def test_a_trickle_is_written_once_the_oldest_waited_the_short_gather(clock: Clock) -> None:
+def test_outcomes_are_written_once_the_oldest_waited_the_gather(clock: Clock) -> None:
     batch = OutcomeBatch(1000)
-    add(batch, OUTCOME_BUSY - 1)
-    clock.now += OUTCOME_GATHER_SECONDS / 2
+    start = clock.now
+    add(batch, 3)
+    clock.now = start + OUTCOME_GATHER_SECONDS / 2
     assert taken(batch) == 0
-    clock.now += OUTCOME_GATHER_SECONDS / 2
-    assert taken(batch) == OUTCOME_BUSY - 1
-
-
-def test_a_fast_stream_keeps_gathering_up_to_the_busy_gather(clock: Clock) -> None:
-    batch = OutcomeBatch(1000)
-    add(batch, OUTCOME_BUSY)
-    clock.now += OUTCOME_GATHER_SECONDS
-    assert taken(batch) == 0  # many arrived: more will, share the write with them
-    add(batch, 5, first_id=100)
-    clock.now += OUTCOME_GATHER_BUSY_SECONDS - OUTCOME_GATHER_SECONDS
-    assert taken(batch) == OUTCOME_BUSY + 5
+    add(batch, 5, first_id=100)  # share the write with the first ones
+    clock.now = start + OUTCOME_GATHER_SECONDS
+    assert taken(batch) == 8
+    add(batch, 1, first_id=200)  # the gather starts over with the next outcome
+    clock.now = start + OUTCOME_GATHER_SECONDS * 1.9
+    assert taken(batch) == 0
+    clock.now = start + OUTCOME_GATHER_SECONDS * 2
+    assert taken(batch) == 1
 
 
 def test_a_full_write_or_the_whole_batch_is_due_at_once(clock: Clock) -> None:
