@@ -387,7 +387,7 @@ class Outbox:
         ``started_before`` (and that no worker holds); return how many.
 
         For the worker's open breakers: their items are not claimed, so no send finds them past
-        the horizon. In batches, each its own short write, as :meth:`purge_delivered`.
+        the horizon. In batches (:meth:`_in_batches`).
         """
         now = time.time() if now is None else now
         t = self._table
@@ -398,58 +398,52 @@ class Outbox:
             horizon_start < started_before,
             _no_live_lease(t, now),
         )
-        batch = sa.select(t.c.id).where(*expired).order_by(t.c.id).limit(PURGE_BATCH)
-
-        def give_up(conn: sa.Connection) -> int:
-            ids = list(conn.execute(batch).scalars())
-            if ids:
-                conn.execute(
-                    sa.update(t)
-                    .where(t.c.id.in_(ids), *expired)
-                    .values(state=DEAD, last_error=reason, lease_owner=None, lease_until=None, updated_at=now)
-                )
-            return len(ids)
-
-        total = 0
-        while True:
-            n = self.write("give_up", give_up)
-            total += n
-            if n < PURGE_BATCH:
-                return total
+        return self._in_batches(
+            "give_up",
+            sa.select(t.c.id).where(*expired),
+            lambda ids: (
+                sa.update(t)
+                .where(t.c.id.in_(ids), *expired)
+                .values(state=DEAD, last_error=reason, lease_owner=None, lease_until=None, updated_at=now)
+            ),
+        )
 
     def purge_delivered(self, older_than_seconds: float, *, now: float | None = None) -> int:
         """Delete items delivered more than ``older_than_seconds`` ago; return how many.
 
-        Deletes in batches, each its own short write, so a large purge never holds the SQLite
-        write lock long enough to slow down enqueue on Airflow's hot path. On PostgreSQL it then
+        Deletes in batches (:meth:`_in_batches`). On PostgreSQL it then
         folds the status counts of backends that have gone (:func:`status.fold`).
         """
         if older_than_seconds < 0:
             raise ValueError(f"older_than_seconds must not be negative, got {older_than_seconds}")
         cutoff = (time.time() if now is None else now) - older_than_seconds
         t = self._table
-        batch = (
-            sa.select(t.c.id)
-            .where(t.c.state == DELIVERED, t.c.delivered_at < cutoff)
-            .order_by(t.c.id)
-            .limit(PURGE_BATCH)
+        total = self._in_batches(
+            "purge_delivered",
+            sa.select(t.c.id).where(t.c.state == DELIVERED, t.c.delivered_at < cutoff),
+            lambda ids: sa.delete(t).where(t.c.id.in_(ids), t.c.state == DELIVERED),
         )
-
-        def purge(conn: sa.Connection) -> int:
-            ids = list(conn.execute(batch).scalars())
-            if ids:
-                conn.execute(sa.delete(t).where(t.c.id.in_(ids), t.c.state == DELIVERED))
-            return len(ids)
-
-        total = 0
-        while True:
-            n = self.write("purge_delivered", purge)
-            total += n
-            if n < PURGE_BATCH:
-                break
         if self._dialect == "postgresql":
             self.write("purge_delivered", lambda conn: status_module.fold(conn, self._counts))
         return total
+
+    def _in_batches(self, op: str, ids: sa.Select[Any], change: Callable[[list[int]], sa.Executable]) -> int:
+        """Run ``change(batch)`` on the rows ``ids`` selects, PURGE_BATCH ids at a time (oldest
+        first), each batch its own short write, so a large change never holds SQLite's write
+        lock long enough to slow down enqueue on Airflow's hot path. Returns how many rows."""
+
+        def one(conn: sa.Connection) -> int:
+            batch = list(conn.execute(ids.order_by(self._table.c.id).limit(PURGE_BATCH)).scalars())
+            if batch:
+                conn.execute(change(batch))
+            return len(batch)
+
+        total = 0
+        while True:
+            n = self.write(op, one)
+            total += n
+            if n < PURGE_BATCH:
+                return total
 
     # -- outcomes of a batch, in one write transaction ------------------------------------------
 
