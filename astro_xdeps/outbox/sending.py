@@ -9,6 +9,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import requests
+import urllib3
+from urllib3.util.wait import wait_for_read
+
 from astro_xdeps.client import DeploymentClient
 from astro_xdeps.exceptions import NotFoundError, RequestRejected
 from astro_xdeps.outbox import pacing
@@ -16,8 +20,68 @@ from astro_xdeps.outbox.actions import ACTIONS, EVENT_ID_KEY, AssetEventAction
 from astro_xdeps.outbox.models import Item
 
 
+class _PacedConnection(urllib3.connection.HTTPConnection):
+    """Reads a response only once no listener's hook is in flight (in a background thread).
+
+    Why: a response that arrives while a hook runs would take the GIL at the hook's next SQLite
+    call and hold it for its parsing (~0.3 ms of Python in ``http.client``, ``urllib3`` and
+    ``requests``), and the hook would wait for that. Here the thread waits for the response
+    without the GIL (``select``), then at a pacing checkpoint, and only then parses it.
+    """
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        if pacing.is_background() and self.sock is not None:
+            _wait_for_response(self.sock, self.timeout)
+        return super().getresponse(*args, **kwargs)
+
+
+class _PacedHTTPSConnection(_PacedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _PacedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _PacedConnection
+
+
+class _PacedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _PacedHTTPSConnection
+
+
+class PacedAdapter(requests.adapters.HTTPAdapter):
+    """``requests``' adapter with :class:`_PacedConnection` for http and https (proxies excepted)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PacedPool, "https": _PacedHTTPSPool}
+
+
+def _wait_for_response(sock: Any, timeout: Any) -> None:
+    """Wait until ``sock`` has data (the GIL released), then for the hooks in flight.
+
+    ``timeout``: the connection's read timeout (urllib3 puts it on the socket only when it reads).
+    Past it, raise the timeout the read itself would have raised: urllib3 reports it as a read
+    timeout, as always.
+    """
+    if not isinstance(timeout, (int, float)):  # urllib3's "default" sentinel: the socket's own
+        timeout = sock.gettimeout()
+    pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted and buffered
+    if not (pending and pending()) and not wait_for_read(sock, timeout=timeout):
+        raise TimeoutError("timed out")
+    pacing.yield_to_foreground()
+
+
+def pace(client: DeploymentClient) -> DeploymentClient:
+    """Let ``client``'s responses wait for a listener's hook in flight (see :class:`_PacedConnection`)."""
+    session = client.transport.session
+    session.mount("http://", PacedAdapter())
+    session.mount("https://", PacedAdapter())
+    return client
+
+
 class ClientPool:
-    """One client per target connection, created on first use, dropped when its config fails."""
+    """One client per target connection, created on first use, dropped when its config fails.
+
+    Its clients read responses at a pacing checkpoint (:func:`pace`)."""
 
     def __init__(self, factory: Callable[[str], DeploymentClient] | None = None) -> None:
         self._factory = factory or _client_from_connection
@@ -28,7 +92,7 @@ class ClientPool:
         with self._lock:
             client = self._clients.get(target)
             if client is None:
-                client = self._clients[target] = self._factory(target)
+                client = self._clients[target] = pace(self._factory(target))
             return client
 
     def invalidate(self, target: str) -> None:

@@ -1,18 +1,23 @@
-"""Background delivery yields to the listener's hook: pacing at the writer and before each request."""
+"""Background delivery yields to the listener's hook: pacing at the writer, before each request
+and before a response is read."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+import requests
 import responses
 from responses import matchers
 
 from astro_xdeps.client import DeploymentClient, DeploymentConfig
 from astro_xdeps.outbox import ASSET_EVENT, DELIVERED, NewItem, Outbox, pacing
-from astro_xdeps.outbox.sending import ClientPool
+from astro_xdeps.outbox.sending import ClientPool, PacedAdapter
 from astro_xdeps.outbox.worker import DeliveryWorker
 
 BASE = "https://down.example.com"
@@ -122,3 +127,75 @@ def test_a_background_write_waits_for_the_hooks_at_most_a_bounded_time(
         thread.join(10)
         assert not thread.is_alive()
     assert order == ["worker"] * 3
+
+
+class _Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answering_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def paced_session() -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", PacedAdapter())
+    return session
+
+
+def test_a_response_is_read_only_after_the_hook_in_flight(
+    answering_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer arrives during the hook; the background thread parses it only afterwards."""
+    monkeypatch.setattr(pacing, "MAX_YIELD_SECONDS", 60.0)
+    session = paced_session()
+    statuses: list[int] = []
+
+    def background() -> None:
+        pacing.background_thread()
+        statuses.append(session.get(answering_url, timeout=10).status_code)
+
+    thread = threading.Thread(target=background)
+    with pacing.foreground():
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and statuses == []  # answered (at once), but not read
+    thread.join(10)
+    assert statuses == [200]
+    # A thread that is not a background one (a hook's, an operator's) reads at once.
+    with pacing.foreground():
+        assert session.get(answering_url, timeout=10).status_code == 200
+
+
+def test_a_paced_read_times_out_after_the_read_timeout_not_twice_it() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    errors: list[BaseException] = []
+
+    def background() -> None:
+        pacing.background_thread()
+        try:
+            paced_session().get(url, timeout=(5, 0.3))
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join(10)
+    listener.close()
+    assert len(errors) == 1 and isinstance(errors[0], requests.ReadTimeout)
+    assert time.monotonic() - started < 0.55
