@@ -5,9 +5,10 @@ task's success, and the delivery worker runs in the same process. Both need the 
 the outbox's one writer, so every Python step the worker takes while a hook is in flight can
 delay the hook. So a hook marks itself in flight (:func:`foreground`), and a background thread
 (one that called :func:`background_thread`) waits at its next checkpoint
-(:func:`yield_to_foreground`: before each outbox write, before each request a sender starts)
-until no hook is in flight, at most :data:`MAX_YIELD_SECONDS` per checkpoint so that a steady
-stream of hooks cannot stall delivery.
+(:func:`yield_to_foreground`: before each outbox write, before each request a sender starts,
+and before it reads a response that has arrived, see ``sending.PacedAdapter``) until no hook is
+in flight, at most :data:`MAX_YIELD_SECONDS` per checkpoint so that a steady stream of hooks
+cannot stall delivery.
 
 A hook never waits on a background thread's checkpoint: the checkpoint comes before a write is
 queued, while the background thread holds none of the writer's state. What a hook can still wait
