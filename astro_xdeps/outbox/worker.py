@@ -201,11 +201,10 @@ class DeliveryWorker:
         """
         probes: list[Item] = []
         for target in self._breakers.probes_due(now):
-            hours = self.retry_horizon / 3600
             dead = self.outbox.give_up(
                 target,
                 started_before=now - self.retry_horizon,
-                reason=f"gave up after {hours:g} h of retries: the target was unreachable",
+                reason=self._gave_up("the target was unreachable"),
                 now=now,
             )
             if dead:
@@ -213,7 +212,7 @@ class DeliveryWorker:
                     "%d outbox item(s) to %s are dead: the target was unreachable for %g h",
                     dead,
                     target,
-                    hours,
+                    self.retry_horizon / 3600,
                 )
             claimed = self.outbox.claim(
                 self.owner, limit=1, lease_seconds=self.lease_seconds, now=now, targets=[target]
@@ -422,6 +421,10 @@ class DeliveryWorker:
         if self._breakers.reset(target):
             log.info("Target %s is reachable again; delivering its items", target)
 
+    def _gave_up(self, error: str) -> str:
+        """The last error of an item past the retry horizon: a send's, or a breaker's probe's."""
+        return f"gave up after {self.retry_horizon / 3600:g} h of retries: {error}"
+
     def _record_send_time(self, seconds: float) -> None:
         with self._held_lock:
             previous = self._send_seconds
@@ -430,7 +433,6 @@ class DeliveryWorker:
     def _fail(self, item: Item, error: str, retry_after: float | None) -> Outcome:
         now = self.clock()
         if now - item.horizon_start > self.retry_horizon:
-            hours = self.retry_horizon / 3600
             log.error(
                 "Outbox item %s to %s is dead after %d attempts: %s",
                 item.id,
@@ -438,7 +440,7 @@ class DeliveryWorker:
                 item.attempts,
                 error,
             )
-            return Outcome.dead(item.id, f"gave up after {hours:g} h of retries: {error}")
+            return Outcome.dead(item.id, self._gave_up(error))
         delay = backoff_delay(
             item.attempts, base=self.backoff_base, maximum=self.backoff_max, retry_after=retry_after
         )
